@@ -1,0 +1,257 @@
+"""The Balance callback: gathers per-domain signals and updates the mixture every K steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from rnb.accounting import OverheadMeter
+from rnb.balance.stats import DomainStats
+from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats, uniform
+
+__all__ = ["BalanceCallback"]
+
+
+class BalanceCallback(L.Callback):
+    """Runs a :class:`MixingStrategy` online and pushes its weights to the sampler.
+
+    Every ``steps_per_round`` optimizer steps the round's statistics are summed across
+    ranks, the strategy returns the next mixture, and the DataModule's sampler uses it
+    for every batch not drawn yet. The whole mixture state (weights, round, trajectory,
+    mid-round accumulators, strategy and sampler state) is checkpointed, so a resumed run
+    continues exactly.
+
+    Args:
+        strategy: the mixing strategy.
+        steps_per_round: ``K`` (``balance.steps_per_round``).
+        warmup_rounds: rounds trained with uniform ``p`` before the strategy takes over.
+        capture: kwargs of :class:`rnb.balance.grads.HeadGradientCapture` (used only by
+            strategies that need ``"gram"``).
+        save_gram: write each round's Gram matrix as ``.npy`` under the run dir.
+    """
+
+    def __init__(
+        self,
+        strategy: MixingStrategy,
+        steps_per_round: int = 50,
+        warmup_rounds: int = 0,
+        capture: dict[str, Any] | None = None,
+        save_gram: bool = True,
+    ) -> None:
+        if steps_per_round < 1:
+            raise ValueError(f"balance.steps_per_round must be >= 1, got {steps_per_round}")
+        if warmup_rounds < 0:
+            raise ValueError(f"balance.warmup_rounds must be >= 0, got {warmup_rounds}")
+        self.strategy = strategy
+        self.steps_per_round = steps_per_round
+        self.warmup_rounds = warmup_rounds
+        self.capture_cfg = dict(capture or {})
+        self.save_gram = save_gram
+        self.weights: np.ndarray | None = None
+        self.round = 0
+        self.trajectory: list[dict[str, Any]] = []
+        self.gram_paths: list[str] = []
+        self.gq_norms: list[float] = []
+        self.batches_seen = 0
+        self._last_step = 0
+        self.capture: Any = None
+        self.meter = OverheadMeter()
+        self.output_dir: Path | None = None
+        self._setup_done = False
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def needs(self) -> frozenset[str]:
+        """Signals the strategy asked for."""
+        return self.strategy.needs
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self._setup_done:
+            return
+        self._trainer_ref = trainer
+        self._rank = trainer.global_rank
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "sampler"):
+            raise ValueError("BalanceCallback needs an RnBDataModule (with a mixture sampler)")
+        self.sampler = dm.sampler
+        self.domain_names = list(dm.domain_names)
+        self.output_dir = Path(getattr(dm, "output_dir", None) or trainer.default_root_dir)
+        ctx = MixtureContext(
+            self.domain_names,
+            np.asarray(dm.domain_sizes),
+            np.asarray(dm.eval_proportions),
+            seed=dm.seed,
+            output_dir=self.output_dir,
+        )
+        self.strategy.setup(ctx)
+        self.weights = np.asarray(self.strategy.initial_weights(), dtype=np.float64)
+        if self.warmup_rounds > 0:
+            self.weights = uniform(len(self.domain_names))
+        self.stats = DomainStats(len(self.domain_names), device=pl_module.device)
+        if "gram" in self.needs:
+            from rnb.balance.grads import HeadGradientCapture
+
+            self.capture = HeadGradientCapture(
+                pl_module.head, len(self.domain_names), timer=self.meter, **self.capture_cfg
+            )
+            self.capture.attach()
+        self.sampler.set_weights(self.weights)
+        self._setup_done = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.capture is not None:
+            self.capture.detach()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.trajectory:
+            self._record(trainer.global_step)
+        self._last_step = trainer.global_step
+
+    # ------------------------------------------------------------------ per batch
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.meter.step_started()
+        if self.capture is not None:
+            with self.meter.section():
+                self.capture.set_batch(batch["domain"])
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.batches_seen += 1
+        if not self.strategy.static and isinstance(outputs, dict) and "example_loss" in outputs:
+            with self.meter.section():
+                self.stats.update(outputs["domain"], outputs["example_loss"])
+        step = trainer.global_step
+        if step != self._last_step:
+            self._last_step = step
+            if step % self.steps_per_round == 0:
+                with self.meter.section():
+                    self._end_round(trainer, pl_module, step)
+        self.meter.step_finished()
+
+    # ------------------------------------------------------------------ rounds
+    def _reduce_fn(self, trainer: L.Trainer) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        if trainer.world_size <= 1:
+            return None
+        return lambda t: trainer.strategy.reduce(t, reduce_op="sum")
+
+    def _end_round(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        reduce_fn = self._reduce_fn(trainer)
+        counts, loss_sum = self.stats.reduced(reduce_fn)
+        gram = self.capture.gram(reduce_fn) if self.capture is not None else None
+        stats = RoundStats(step=step, round=self.round, counts=counts, loss_sum=loss_sum, gram=gram)
+        assert self.weights is not None
+        if self.round < self.warmup_rounds:
+            new = uniform(len(self.domain_names))
+        else:
+            new = np.asarray(self.strategy.update(stats, self.weights.copy()), dtype=np.float64)
+        if new.shape != self.weights.shape or not np.isclose(new.sum(), 1.0) or (new < 0).any():
+            raise RuntimeError(
+                f"{type(self.strategy).__name__}.update returned off-simplex weights {new}"
+            )
+        self.weights = new
+        self.sampler.set_weights(new)
+        if gram is not None and self.save_gram and trainer.is_global_zero:
+            self._save_gram(gram, counts)
+        gq = getattr(self.strategy, "last_gq_norm", None)
+        if gq is not None:
+            self.gq_norms.append(float(gq))
+            pl_module.log("balance/gq_norm", float(gq), rank_zero_only=True)
+        self.round += 1
+        self._record(step)
+        self.stats.reset()
+        if self.capture is not None:
+            self.capture.reset()
+        for name, w in zip(self.domain_names, new, strict=True):
+            pl_module.log(f"balance/weight/{name}", float(w), rank_zero_only=True)
+
+    def _record(self, step: int) -> None:
+        assert self.weights is not None
+        self.trajectory.append({"step": int(step), "weights": [float(x) for x in self.weights]})
+
+    def _save_gram(self, gram: torch.Tensor, counts: torch.Tensor) -> None:
+        assert self.output_dir is not None
+        folder = self.output_dir / "gram"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"round_{self.round:04d}.npy"
+        n = counts.double().clamp_min(1)
+        normed = torch.where(
+            counts[:, None] * counts[None, :] > 0, gram.double() / (n[:, None] * n[None, :]), 0.0
+        )
+        np.save(path, normed.cpu().numpy())
+        self.gram_paths.append(str(path))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer_ref", None)
+        reduce_fn = self._reduce_fn(trainer) if trainer is not None else None
+        # Accumulators are saved summed over ranks; on load rank 0 takes the sum and the
+        # other ranks start from zero, so the next round's reduction is unchanged.
+        counts, loss_sum = self.stats.reduced(reduce_fn)
+        state: dict[str, Any] = {
+            "weights": [float(x) for x in (self.weights if self.weights is not None else [])],
+            "round": self.round,
+            "trajectory": self.trajectory,
+            "gram_paths": self.gram_paths,
+            "gq_norms": self.gq_norms,
+            "batches_seen": self.batches_seen,
+            "last_step": self._last_step,
+            "stats": {
+                "counts": counts,
+                "loss_sum": loss_sum,
+                "skipped_nonfinite": self.stats.skipped_nonfinite,
+            },
+            "strategy": self.strategy.state_dict(),
+            "sampler": self.sampler.state_dict(consumed_batches=self.batches_seen),
+            "meter": self.meter.state_dict(),
+        }
+        if self.capture is not None:
+            state["capture"] = self.capture.state_dict(reduce_fn)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank0 = getattr(self, "_rank", 0) == 0
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.round = int(state["round"])
+        self.trajectory = list(state["trajectory"])
+        self.gram_paths = list(state["gram_paths"])
+        self.gq_norms = list(state["gq_norms"])
+        self.batches_seen = int(state["batches_seen"])
+        self._last_step = int(state["last_step"])
+        stats = state["stats"]
+        if not rank0:
+            stats = {**stats, "counts": stats["counts"] * 0, "loss_sum": stats["loss_sum"] * 0}
+        self.stats.load_state_dict(stats)
+        self.strategy.load_state_dict(state["strategy"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.meter.load_state_dict(state.get("meter", {}))
+        if self.capture is not None and "capture" in state:
+            self.capture.load_state_dict(state["capture"], zero=not rank0)
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """Mixture-related entries of ``summary.json``."""
+        out: dict[str, Any] = {
+            "weights_trajectory": self.trajectory,
+            "final_weights": [float(x) for x in self.weights] if self.weights is not None else None,
+            "rounds": self.round,
+            "gram_rounds": self.gram_paths,
+            "skipped_nonfinite": self.stats.skipped_nonfinite
+            + (self.capture.skipped_nonfinite if self.capture is not None else 0),
+            "balance_memory_bytes": int(self.capture.memory_bytes())
+            if self.capture is not None
+            else 0,
+        }
+        return out

@@ -1,0 +1,1 @@
+"""rnb.balance.strategies."""

@@ -1,0 +1,119 @@
+"""The mixing-strategy contract shared by R&B and every baseline."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+__all__ = ["MixingStrategy", "MixtureContext", "RoundStats", "uniform"]
+
+
+def uniform(m: int) -> np.ndarray:
+    """The uniform (stratified) mixture over ``m`` domains."""
+    return np.full(m, 1.0 / m)
+
+
+@dataclass
+class MixtureContext:
+    """What a strategy knows about the data before training starts.
+
+    Attributes:
+        domain_names: name of each domain.
+        domain_sizes: training examples per domain.
+        eval_proportions: ``q``, the share of eval examples per domain.
+        seed: the run's seed.
+        output_dir: the run directory (strategies may write artefacts there).
+    """
+
+    domain_names: list[str]
+    domain_sizes: np.ndarray
+    eval_proportions: np.ndarray
+    seed: int = 0
+    output_dir: Path | None = None
+
+    @property
+    def num_domains(self) -> int:
+        """``m``."""
+        return len(self.domain_names)
+
+
+@dataclass
+class RoundStats:
+    """Signals gathered over one round of ``K`` steps, summed over ranks.
+
+    Attributes:
+        step: global optimizer step at the end of the round.
+        round: index of the round that just ended (0-based).
+        counts: training examples seen per domain ``n_i``.
+        loss_sum: sum of per-example training losses per domain.
+        gram: raw inner products ``<g_i, g_j>`` of the per-domain final-layer
+            gradient sums (``None`` unless the strategy needs ``"gram"``).
+        extra: strategy-specific signals from shared services.
+    """
+
+    step: int
+    round: int
+    counts: torch.Tensor
+    loss_sum: torch.Tensor
+    gram: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_loss(self) -> torch.Tensor:
+        """Mean training loss per domain (``nan`` where unsampled)."""
+        return torch.where(self.counts > 0, self.loss_sum / self.counts.clamp_min(1), torch.nan)
+
+
+class MixingStrategy(ABC):
+    """Base class: hyperparameters in ``__init__``, state in ``state_dict``.
+
+    Subclasses declare the signals they need in ``needs`` (e.g. ``{"gram"}``) so the
+    callback computes nothing unused, and return new weights from :meth:`update`.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: True when weights never change (the callback then skips all signal collection).
+    static: ClassVar[bool] = False
+
+    def setup(self, ctx: MixtureContext) -> None:
+        """Called once before training with the data context."""
+        self.ctx = ctx
+
+    def initial_weights(self) -> np.ndarray:
+        """``p_0``; uniform unless a strategy says otherwise."""
+        return uniform(self.ctx.num_domains)
+
+    @abstractmethod
+    def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
+        """Return the next mixture (on the simplex) given a round's statistics."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state (tensors / numbers / lists only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name and hyperparameters for ``summary.json``."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "ctx"}
+        return {"name": type(self).__name__, **_jsonable(params)}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray | torch.Tensor):
+        return np.asarray(obj).tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    return str(obj)

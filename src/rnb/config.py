@@ -1,0 +1,52 @@
+"""Locating the packaged Hydra configs and small config helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compose", "config_dir", "enabled", "hydra_output_dir"]
+
+
+def config_dir() -> Path:
+    """The ``conf/`` directory: packaged inside ``rnb`` (wheel) or the repo root (editable)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent.parent / "conf"):
+        if (candidate / "train.yaml").exists():
+            return candidate
+    raise FileNotFoundError(
+        f"rnb configs not found (looked in {here / 'conf'} and {here.parent.parent / 'conf'}); "
+        "reinstall rnb"
+    )
+
+
+def enabled(node: Any) -> bool:
+    """False for ``None``, empty nodes and nodes with ``enabled: false`` (the ``none`` options)."""
+    if node is None:
+        return False
+    try:
+        if len(node) == 0:
+            return False
+    except TypeError:
+        return True
+    get = getattr(node, "get", None)
+    return not (get is not None and get("enabled", True) is False)
+
+
+def hydra_output_dir() -> str | None:
+    """The current Hydra run directory, or ``None`` outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.output_dir
+    except Exception:  # not inside @hydra.main (tests, notebooks)
+        return None
+
+
+def compose(config_name: str = "train", overrides: list[str] | None = None):
+    """Compose a config outside a Hydra app (notebooks, tests)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return _compose(config_name=config_name, overrides=overrides or [])

@@ -1,0 +1,239 @@
+"""The DataModule: loads records, owns Regroup, tokenises, and serves mixture batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from rnb.data.labels import DomainLabels, labels_from_field, single_domain
+from rnb.data.sampler import MixtureBatchSampler
+from rnb.data.sources import build_texts, column, load_records, split_records
+from rnb.data.tokenize import encode_examples, load_tokenizer
+
+__all__ = ["RnBDataModule"]
+
+
+class RnBDataModule(L.LightningDataModule):
+    """Training/eval data with domains, eval proportions and a mixture sampler.
+
+    Records come from the built-in testbed (``synthetic`` set) or from ``train_path``
+    (+ optional ``eval_path``, else a seeded ``eval_fraction`` split). Domains come from
+    Regroup (``regroup`` set, see :mod:`rnb.regroup`), else from ``domain_field``, else one
+    domain ``all``.
+
+    Args:
+        train_path: training file / HF dataset (``data.train_path``).
+        eval_path: evaluation file (``data.eval_path``); optional.
+        eval_fraction: held-out share when ``eval_path`` is unset.
+        synthetic: kwargs of :class:`rnb.data.synthetic.SyntheticConfig`; used when
+            ``train_path`` is unset.
+        text_fields: fields joined into the text, or a ``{field}`` template.
+        target_field: if set, the LM loss covers only this field (instruction tuning).
+        domain_field: predefined domain field (optional).
+        reference_field: latent label for agreement metrics only (optional).
+        split: split name for HF dataset dicts.
+        max_length: tokens per example.
+        batch_size: per-device training batch size.
+        eval_batch_size: per-device eval batch size.
+        num_workers: DataLoader workers (weight changes lag by up to
+            ``num_workers * prefetch_factor + 1`` batches).
+        tokenizer: ``{name, vocab_size, min_frequency}``; ``name: bpe`` trains offline.
+        cache_dir: tokenizer / embedding / label caches.
+        regroup: the Regroup config (``None`` = keep predefined domains).
+        seed: drives splitting and sampling.
+    """
+
+    def __init__(
+        self,
+        train_path: str | None = None,
+        eval_path: str | None = None,
+        eval_fraction: float = 0.1,
+        synthetic: dict[str, Any] | None = None,
+        text_fields: str | Sequence[str] = ("prompt", "response"),
+        target_field: str | None = None,
+        domain_field: str | None = None,
+        reference_field: str | None = None,
+        split: str | None = None,
+        max_length: int = 64,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        tokenizer: dict[str, Any] | None = None,
+        cache_dir: str = ".rnb_cache",
+        regroup: Any = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if train_path is None and synthetic is None:
+            raise ValueError(
+                "set data.train_path (a file) or data.synthetic (the built-in testbed)"
+            )
+        self.train_path = train_path
+        self.eval_path = eval_path
+        self.eval_fraction = eval_fraction
+        self.synthetic = dict(synthetic) if synthetic is not None else None
+        self.text_fields = text_fields if isinstance(text_fields, str) else list(text_fields)
+        self.target_field = target_field
+        self.domain_field = domain_field
+        self.reference_field = reference_field
+        self.split = split
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.tokenizer_cfg = {
+            "name": "bpe",
+            "vocab_size": 2048,
+            "min_frequency": 2,
+            **(tokenizer or {}),
+        }
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.regroup_cfg = regroup
+        self.seed = seed
+        self.output_dir: Path | None = None  # set by train(); Regroup reports go there
+        self._ready = False
+        self.regroup_summary: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ records
+    def load_splits(self) -> tuple[list[dict], list[dict]]:
+        """Train and eval records (deterministic for a given config)."""
+        if self.train_path is None:
+            from rnb.data.synthetic import SyntheticConfig, generate
+
+            cfg = dict(self.synthetic or {})
+            cfg.setdefault("seed", self.seed)
+            return generate(SyntheticConfig(**cfg))
+        train = load_records(self.train_path, "data.train_path", self.split)
+        if self.eval_path:
+            return train, load_records(self.eval_path, "data.eval_path", self.split)
+        return split_records(train, self.eval_fraction, self.seed)
+
+    def _model_io(self, records: list[dict]) -> tuple[list[str], list[str] | None]:
+        if self.target_field is None:
+            return build_texts(records, self.text_fields), None
+        if isinstance(self.text_fields, str):
+            raise ValueError(
+                "data.target_field needs data.text_fields as a list of fields, not a template"
+            )
+        src_fields = [f for f in self.text_fields if f != self.target_field]
+        if not src_fields:
+            raise ValueError("data.text_fields must contain a field besides data.target_field")
+        sources = build_texts(records, src_fields)
+        targets = column(records, self.target_field, "data.target_field")
+        return sources, targets
+
+    def _domain_labels(self, train: list[dict], ev: list[dict]) -> DomainLabels:
+        if self.regroup_cfg is not None:
+            from rnb.regroup.pipeline import regroup_labels
+
+            labels, summary = regroup_labels(self, train, ev)
+            self.regroup_summary = summary
+            return labels
+        if self.domain_field is not None:
+            return labels_from_field(train, ev, self.domain_field)
+        return single_domain(len(train), len(ev))
+
+    def prepare_data(self) -> None:
+        """Runs once per node: Regroup and the BPE are computed and cached on disk."""
+        train, ev = self.load_splits()
+        self._domain_labels(train, ev)
+        sources, targets = self._model_io(train)
+        load_tokenizer(
+            self.tokenizer_cfg["name"],
+            [s + " " + t for s, t in zip(sources, targets, strict=True)] if targets else sources,
+            self.cache_dir,
+            self.tokenizer_cfg["vocab_size"],
+            self.tokenizer_cfg["min_frequency"],
+        )
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Loads records, labels and tokens on every rank; builds the sampler."""
+        if self._ready:
+            self._attach_rank()
+            return
+        train, ev = self.load_splits()
+        self.train_records, self.eval_records = train, ev
+        self.labels = self._domain_labels(train, ev)
+        self.domain_names = self.labels.names
+        sources, targets = self._model_io(train)
+        ev_sources, ev_targets = self._model_io(ev)
+        corpus = (
+            [s + " " + t for s, t in zip(sources, targets, strict=True)] if targets else sources
+        )
+        self.tokenizer = load_tokenizer(
+            self.tokenizer_cfg["name"],
+            corpus,
+            self.cache_dir,
+            self.tokenizer_cfg["vocab_size"],
+            self.tokenizer_cfg["min_frequency"],
+        )
+        self.train_data = encode_examples(
+            self.tokenizer, sources, targets, self.labels.train, self.max_length
+        )
+        self.eval_data = encode_examples(
+            self.tokenizer, ev_sources, ev_targets, self.labels.eval, self.max_length
+        )
+        m = self.num_domains
+        self.domain_sizes = np.bincount(self.labels.train, minlength=m)
+        counts = np.bincount(self.labels.eval, minlength=m)
+        self.eval_proportions = counts / counts.sum()
+        self.sampler = MixtureBatchSampler(
+            [np.flatnonzero(self.labels.train == i) for i in range(m)],
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+        self._ready = True
+        self._attach_rank()
+
+    def _attach_rank(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.sampler.rank = trainer.global_rank
+            self.sampler.world_size = trainer.world_size
+            self._eval_rank, self._eval_world = trainer.global_rank, trainer.world_size
+        else:
+            self._eval_rank, self._eval_world = 0, 1
+
+    @property
+    def num_domains(self) -> int:
+        """Number of domains ``m``."""
+        return len(self.labels.names)
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size (the model's output dimension)."""
+        return len(self.tokenizer)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self.num_workers
+        kw: dict[str, Any] = {"num_workers": workers, "collate_fn": _collate}
+        if workers > 0:
+            kw.update(persistent_workers=True, prefetch_factor=2)
+            if os.name != "nt":
+                kw["multiprocessing_context"] = "fork"
+        return kw
+
+    def train_dataloader(self) -> DataLoader:
+        """Infinite loader driven by the mixture sampler (no distributed sampler: it shards)."""
+        return DataLoader(self.train_data, batch_sampler=self.sampler, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        """The full eval set, strided over ranks (each example evaluated exactly once)."""
+        idx = list(range(self._eval_rank, len(self.eval_data), self._eval_world))
+        subset = torch.utils.data.Subset(self.eval_data, idx)
+        return DataLoader(
+            subset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=_collate
+        )
+
+
+def _collate(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}

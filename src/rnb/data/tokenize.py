@@ -1,0 +1,159 @@
+"""Offline tokenisation: a byte-level BPE trained on the training split, or any HF tokenizer.
+
+The BPE is cached under ``<cache_dir>/tokenizers/<fingerprint>/tokenizer.json`` keyed by
+the training texts and the tokenizer settings, so a sweep trains it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TokenizedSplit", "encode_examples", "load_tokenizer"]
+
+PAD, EOS = "<|pad|>", "<|endoftext|>"
+
+
+def _fingerprint(texts: Sequence[str], *parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "replace"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def load_tokenizer(
+    name: str | None,
+    train_texts: Sequence[str],
+    cache_dir: str | Path,
+    vocab_size: int = 2048,
+    min_frequency: int = 2,
+):
+    """Return a ``transformers.PreTrainedTokenizerFast`` with pad and eos tokens.
+
+    Args:
+        name: ``None``/``"bpe"`` trains a byte-level BPE on ``train_texts`` (offline
+            default); anything else is an HF tokenizer name or local path.
+        train_texts: the training texts (used only for the BPE).
+        cache_dir: where the trained BPE is cached.
+        vocab_size: BPE vocabulary size (``model.tokenizer.vocab_size``).
+        min_frequency: BPE merge threshold.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if name not in (None, "bpe"):
+        tok = AutoTokenizer.from_pretrained(name)
+        if tok.eos_token is None:
+            tok.add_special_tokens({"eos_token": EOS})
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    if vocab_size < 300:
+        raise ValueError(
+            f"model.tokenizer.vocab_size must be >= 300 for byte-level BPE, got {vocab_size}"
+        )
+    fp = _fingerprint(train_texts, "bytebpe-v1", vocab_size, min_frequency)
+    path = Path(cache_dir) / "tokenizers" / fp / "tokenizer.json"
+    if not path.exists():
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(
+            list(train_texts),
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=[EOS, PAD],
+            show_progress=False,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        bpe.save(str(tmp))
+        tmp.replace(path)
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS, pad_token=PAD)
+
+
+class TokenizedSplit:
+    """Fixed-length token arrays of one split (numpy, so DataLoader workers share them).
+
+    Attributes:
+        input_ids: ``[n, L]`` int64, right-padded with the pad id.
+        attention_mask: ``[n, L]`` int64.
+        labels: ``[n, L]`` int64, ``-100`` where no loss is taken.
+        domain: ``[n]`` int64 domain id of each example.
+    """
+
+    def __init__(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        labels: np.ndarray,
+        domain: np.ndarray,
+    ) -> None:
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+        self.labels = labels
+        self.domain = domain
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids[i],
+            "attention_mask": self.attention_mask[i],
+            "labels": self.labels[i],
+            "domain": self.domain[i],
+        }
+
+
+def encode_examples(
+    tokenizer,
+    sources: Sequence[str],
+    targets: Sequence[str] | None,
+    domain: Sequence[int] | np.ndarray,
+    max_length: int,
+) -> TokenizedSplit:
+    """Tokenise ``source [+ target] + eos`` into fixed-length arrays.
+
+    With ``targets`` the loss covers only the target tokens and the eos (instruction
+    tuning); without, it covers every token. Sequences longer than ``max_length`` are
+    truncated from the right (the eos may be cut off).
+    """
+    if max_length < 4:
+        raise ValueError(f"data.max_length must be >= 4, got {max_length}")
+    n = len(sources)
+    pad_id = tokenizer.pad_token_id
+    eos_id = tokenizer.eos_token_id
+    ids = np.full((n, max_length), pad_id, dtype=np.int64)
+    mask = np.zeros((n, max_length), dtype=np.int64)
+    labels = np.full((n, max_length), -100, dtype=np.int64)
+    src = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
+    tgt = (
+        tokenizer([" " + t for t in targets], add_special_tokens=False)["input_ids"]
+        if targets is not None
+        else None
+    )
+    for i in range(n):
+        s = src[i]
+        if tgt is None:
+            seq = [*s, eos_id][:max_length]
+            lab_from = 0
+        else:
+            seq = [*s, *tgt[i], eos_id][:max_length]
+            lab_from = min(len(s), max_length)
+        L = len(seq)
+        ids[i, :L] = seq
+        mask[i, :L] = 1
+        labels[i, lab_from:L] = seq[lab_from:L]
+    if not (labels != -100).any(axis=1).all():
+        bad = int(np.flatnonzero(~(labels != -100).any(axis=1))[0])
+        raise ValueError(
+            f"example {bad} has no target tokens within data.max_length={max_length}: "
+            "raise data.max_length"
+        )
+    return TokenizedSplit(ids, mask, labels, np.asarray(domain, dtype=np.int64))

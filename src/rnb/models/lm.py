@@ -1,0 +1,190 @@
+"""Causal-LM LightningModule around a Hugging Face ``transformers`` model.
+
+``training_step`` returns per-example losses and domain ids next to the loss, so mixing
+callbacks read them from ``outputs`` without an extra forward pass. Validation logs the
+eval-set average loss ``val/loss`` (mean over eval examples = the ``q``-weighted average
+of domain losses) and ``val/loss/<domain>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnb.models.metrics import DomainLoss
+
+__all__ = ["CausalLMModule", "per_example_loss"]
+
+
+def per_example_loss(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-summed next-token loss and token count of every example.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]`` with ``-100`` where no loss is taken.
+
+    Returns:
+        ``(loss_sum [B], tokens [B])``; the position ``t`` logits predict label ``t + 1``.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view(shift_labels.shape)
+    valid = shift_labels != -100
+    return tok.sum(dim=1), valid.sum(dim=1)
+
+
+class CausalLMModule(L.LightningModule):
+    """A causal LM (GPT-Neo by default, built from a tiny config) trained on mixtures.
+
+    Args:
+        vocab_size: tokenizer size (filled in from the DataModule by ``train``).
+        domain_names: domain names (for per-domain metric names).
+        arch: ``transformers.GPTNeoConfig`` kwargs for a model built from scratch.
+        pretrained: HF name or local path of pretrained weights (overrides ``arch``).
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear warm-up steps.
+        min_lr_ratio: cosine decay floor as a fraction of ``lr`` (1.0 = constant).
+        head_module: dotted path of the final ``nn.Linear`` (used by gradient capture).
+        eos_token_id: the tokenizer's eos id (also used as bos) for a model built from
+            ``arch``; filled in by ``train``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        domain_names: Sequence[str] = ("all",),
+        arch: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.1,
+        head_module: str = "lm_head",
+        eos_token_id: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.domain_names = list(domain_names)
+        self.model = self._build(vocab_size, arch, pretrained, eos_token_id)
+        self.head_module = head_module
+        self.val_metric = DomainLoss(len(self.domain_names))
+        self.last_eval: dict[str, Any] | None = None
+
+    @staticmethod
+    def _build(
+        vocab_size: int,
+        arch: dict[str, Any] | None,
+        pretrained: str | None,
+        eos_token_id: int | None,
+    ) -> nn.Module:
+        import transformers
+
+        if pretrained:
+            model = transformers.AutoModelForCausalLM.from_pretrained(pretrained)
+            if model.get_input_embeddings().num_embeddings < vocab_size:
+                model.resize_token_embeddings(vocab_size)
+            return model
+        cfg = dict(arch or {})
+        n_layers = int(cfg.get("num_layers", 2))
+        cfg.setdefault("attention_types", [[["global"], n_layers]])
+        eos = 0 if eos_token_id is None else int(eos_token_id)
+        cfg.setdefault("bos_token_id", eos)
+        cfg.setdefault("eos_token_id", eos)
+        config = transformers.GPTNeoConfig(vocab_size=vocab_size, **cfg)
+        return transformers.GPTNeoForCausalLM(config)
+
+    @property
+    def head(self) -> nn.Linear:
+        """The final linear layer named by ``head_module``."""
+        mod = self.model.get_submodule(self.head_module)
+        if not isinstance(mod, nn.Linear):
+            raise ValueError(
+                f"model.head_module='{self.head_module}' is {type(mod).__name__}, not nn.Linear"
+            )
+        return mod
+
+    def num_parameters(self) -> int:
+        """Trainable parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return per_example_loss(logits, batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        loss_sum, tokens = self._losses(batch)
+        loss = loss_sum.sum() / tokens.sum().clamp_min(1)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return {
+            "loss": loss,
+            "example_loss": (loss_sum / tokens.clamp_min(1)).detach(),
+            "example_tokens": tokens.detach(),
+            "domain": batch["domain"],
+        }
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss_sum, tokens = self._losses(batch)
+        self.val_metric.update(loss_sum / tokens.clamp_min(1), batch["domain"])
+
+    def on_validation_epoch_end(self) -> None:
+        mean, per_domain, counts = self.val_metric.compute()
+        self.val_metric.reset()
+        logs = {"val/loss": mean}
+        for name, value, c in zip(self.domain_names, per_domain, counts, strict=True):
+            if c > 0:
+                logs[f"val/loss/{name}"] = value
+        self.log_dict(logs, prog_bar=False, sync_dist=False)
+        self.last_eval = {
+            "eval_loss": float(mean),
+            "eval_loss_per_domain": {
+                n: float(v)
+                for n, v, c in zip(self.domain_names, per_domain, counts, strict=True)
+                if c > 0
+            },
+            "step": int(self.global_step),
+        }
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name or "ln_" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": hp.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+        )
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10_000
+        warm, floor = max(0, hp.warmup_steps), hp.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            frac = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,44 @@
+"""torchmetrics metric for per-domain average losses (synchronised across ranks)."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+__all__ = ["DomainLoss"]
+
+
+class DomainLoss(Metric):
+    """Mean per-example loss over all examples and per domain.
+
+    ``compute()`` returns ``(mean over examples, per-domain means [m], per-domain counts
+    [m])``. The overall mean equals the count-weighted (``q``-weighted) average of the
+    domain means. A domain without examples reports ``nan`` with count 0.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_domains: int) -> None:
+        super().__init__()
+        self.num_domains = num_domains
+        self.add_state(
+            "loss_sum", torch.zeros(num_domains, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("count", torch.zeros(num_domains, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, example_loss: torch.Tensor, domain: torch.Tensor) -> None:
+        """Add a batch of per-example losses with their domain ids."""
+        d = domain.long().to(self.loss_sum.device)
+        # out-of-place: states may have been created under inference mode (trainer.validate)
+        self.loss_sum = self.loss_sum.index_add(
+            0, d, example_loss.detach().double().to(self.loss_sum.device)
+        )
+        self.count = self.count.index_add(
+            0, d, torch.ones(d.shape[0], dtype=self.count.dtype, device=d.device)
+        )
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        total = self.count.sum().clamp_min(1)
+        mean = self.loss_sum.sum() / total
+        per = torch.where(self.count > 0, self.loss_sum / self.count.clamp_min(1), torch.nan)
+        return mean, per, self.count
