@@ -65,6 +65,32 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     assert obj is not None
 
 
+NESTED = sorted((p.parent.name, p.stem) for p in CONF.glob("regroup/*/*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), NESTED, ids=[f"regroup/{g}/{o}" for g, o in NESTED])
+def test_regroup_component_composes_and_instantiates(
+    group: str, option: str, tmp_path: Path
+) -> None:
+    overrides = ["regroup=kmeans", f"regroup/{group}={option}", f"output_dir={tmp_path}"]
+    if option == "precomputed":
+        import numpy as np
+
+        np.save(tmp_path / "e.npy", np.zeros((3, 4), np.float32))
+        overrides.append(f"regroup.embedder.path={tmp_path / 'e.npy'}")
+    cfg = compose("train", overrides)
+    OmegaConf.to_container(cfg, resolve=True)
+    obj = instantiate(cfg.regroup[group], _convert_="all")
+    method = {"embedder": "encode", "reducer": "fit_transform", "clusterer": "fit_predict"}[group]
+    assert callable(getattr(obj, method))
+
+
+def test_regroup_app_config_composes(tmp_path: Path) -> None:
+    cfg = compose("regroup", [f"output_dir={tmp_path}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert enabled(cfg.regroup) and "embedder" in cfg.regroup
+
+
 def test_every_group_has_a_default_and_compose_is_complete(tmp_path: Path) -> None:
     cfg = compose("train", [f"output_dir={tmp_path}"])
     for key in ("data", "model", "strategy", "regroup", "trainer", "logger", "balance"):

@@ -6,13 +6,13 @@ import json
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from rnb.config import compose
 from rnb.train import train
+from tests.helpers import Crash, CrashAt
 
 SUMMARY_KEYS = {
     "eval_loss",
@@ -32,21 +32,6 @@ SUMMARY_KEYS = {
 def _run(tmp: Path, overrides: list[str], callbacks: list | None = None) -> dict:
     cfg = compose("train", [*overrides, f"output_dir={tmp}"])
     return train(cfg, callbacks=callbacks)
-
-
-class Crash(RuntimeError):
-    """Simulated kill."""
-
-
-class CrashAt(L.Callback):
-    """Raises at the start of the batch after optimizer step ``step`` (after its checkpoint)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise Crash(f"killed at step {self.step}")
 
 
 def test_train_writes_summary_and_learns(tmp_path: Path, tiny_overrides: list[str]) -> None:

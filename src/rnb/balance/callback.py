@@ -31,8 +31,10 @@ class BalanceCallback(L.Callback):
         steps_per_round: ``K`` (``balance.steps_per_round``).
         warmup_rounds: rounds trained with uniform ``p`` before the strategy takes over.
         capture: kwargs of :class:`rnb.balance.grads.HeadGradientCapture` (used only by
-            strategies that need ``"gram"``).
+            strategies that need ``"gram"``). ``mode: auto`` (default) picks ``exact`` while
+            the ``m·V·d`` fp32 accumulators fit in ``exact_limit_bytes``, else ``sketch``.
         save_gram: write each round's Gram matrix as ``.npy`` under the run dir.
+        exact_limit_bytes: memory budget of exact accumulators for ``mode: auto``.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class BalanceCallback(L.Callback):
         warmup_rounds: int = 0,
         capture: dict[str, Any] | None = None,
         save_gram: bool = True,
+        exact_limit_bytes: int = 64 * 2**20,
     ) -> None:
         if steps_per_round < 1:
             raise ValueError(f"balance.steps_per_round must be >= 1, got {steps_per_round}")
@@ -52,6 +55,7 @@ class BalanceCallback(L.Callback):
         self.warmup_rounds = warmup_rounds
         self.capture_cfg = dict(capture or {})
         self.save_gram = save_gram
+        self.exact_limit_bytes = int(exact_limit_bytes)
         self.weights: np.ndarray | None = None
         self.round = 0
         self.trajectory: list[dict[str, Any]] = []
@@ -62,6 +66,7 @@ class BalanceCallback(L.Callback):
         self.capture: Any = None
         self.meter = OverheadMeter()
         self.output_dir: Path | None = None
+        self._flops_per_row = 0.0
         self._setup_done = False
 
     # ------------------------------------------------------------------ setup
@@ -96,10 +101,16 @@ class BalanceCallback(L.Callback):
         if "gram" in self.needs:
             from rnb.balance.grads import HeadGradientCapture
 
+            cfg = dict(self.capture_cfg)
+            head = pl_module.head
+            if cfg.get("mode", "auto") == "auto":
+                exact_bytes = 4 * len(self.domain_names) * head.in_features * head.out_features
+                cfg["mode"] = "exact" if exact_bytes <= self.exact_limit_bytes else "sketch"
             self.capture = HeadGradientCapture(
-                pl_module.head, len(self.domain_names), timer=self.meter, **self.capture_cfg
+                head, len(self.domain_names), timer=self.meter, **cfg
             )
             self.capture.attach()
+            self._flops_per_row = _capture_flops_per_row(self.capture)
         self.sampler.set_weights(self.weights)
         self._setup_done = True
 
@@ -119,7 +130,14 @@ class BalanceCallback(L.Callback):
         self.meter.step_started()
         if self.capture is not None:
             with self.meter.section():
-                self.capture.set_batch(batch["domain"])
+                mask_fn = getattr(pl_module, "head_row_mask", None)
+                mask = mask_fn(batch) if mask_fn is not None else None
+                self.capture.set_batch(batch["domain"], row_mask=mask)
+                scaler = getattr(trainer.precision_plugin, "scaler", None)
+                if scaler is not None:  # fp16 GradScaler multiplies δ by its scale
+                    self.capture.set_grad_scale(float(scaler.get_scale()))
+                rows = int(mask.sum()) if mask is not None else batch["domain"].numel()
+                self.meter.add_flops(rows * self._flops_per_row)
 
     def on_train_batch_end(
         self,
@@ -150,7 +168,11 @@ class BalanceCallback(L.Callback):
     def _end_round(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         reduce_fn = self._reduce_fn(trainer)
         counts, loss_sum = self.stats.reduced(reduce_fn)
-        gram = self.capture.gram(reduce_fn) if self.capture is not None else None
+        gram = None
+        if self.capture is not None:
+            gram = self.capture.gram(reduce_fn)
+            m, dim = self.capture.accumulators.shape
+            self.meter.add_flops(2.0 * m * m * dim)
         stats = RoundStats(step=step, round=self.round, counts=counts, loss_sum=loss_sum, gram=gram)
         assert self.weights is not None
         if self.round < self.warmup_rounds:
@@ -161,6 +183,8 @@ class BalanceCallback(L.Callback):
             raise RuntimeError(
                 f"{type(self.strategy).__name__}.update returned off-simplex weights {new}"
             )
+        if trainer.world_size > 1:
+            self._check_ranks_agree(trainer, new)
         self.weights = new
         self.sampler.set_weights(new)
         if gram is not None and self.save_gram and trainer.is_global_zero:
@@ -176,6 +200,16 @@ class BalanceCallback(L.Callback):
             self.capture.reset()
         for name, w in zip(self.domain_names, new, strict=True):
             pl_module.log(f"balance/weight/{name}", float(w), rank_zero_only=True)
+
+    def _check_ranks_agree(self, trainer: L.Trainer, p: np.ndarray) -> None:
+        """Every rank must hold the same mixture (statistics are reduced before updating)."""
+        gathered = trainer.strategy.all_gather(torch.as_tensor(p, dtype=torch.float64))
+        spread = float((gathered - gathered[0]).abs().max())
+        self.rank_spread = max(getattr(self, "rank_spread", 0.0), spread)
+        if spread > 1e-9:
+            raise RuntimeError(
+                f"mixture differs across ranks by {spread:.3e}: stats were not reduced"
+            )
 
     def _record(self, step: int) -> None:
         assert self.weights is not None
@@ -218,7 +252,10 @@ class BalanceCallback(L.Callback):
             "meter": self.meter.state_dict(),
         }
         if self.capture is not None:
-            state["capture"] = self.capture.state_dict(reduce_fn)
+            cap = self.capture.state_dict()
+            if reduce_fn is not None:
+                cap["accumulators"] = reduce_fn(self.capture.accumulators.clone()).cpu()
+            state["capture"] = cap
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -238,7 +275,9 @@ class BalanceCallback(L.Callback):
         self.sampler.load_state_dict(state["sampler"])
         self.meter.load_state_dict(state.get("meter", {}))
         if self.capture is not None and "capture" in state:
-            self.capture.load_state_dict(state["capture"], zero=not rank0)
+            self.capture.load_state_dict(state["capture"])
+            if not rank0:
+                self.capture.accumulators.zero_()
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -253,5 +292,22 @@ class BalanceCallback(L.Callback):
             "balance_memory_bytes": int(self.capture.memory_bytes())
             if self.capture is not None
             else 0,
+            # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
+            "rank_weight_spread": float(getattr(self, "rank_spread", 0.0)),
         }
         return out
+
+
+def _capture_flops_per_row(capture: Any) -> float:
+    """Analytic FLOPs of the capture per captured row (token).
+
+    One ``vk × dk`` outer-product accumulation (``2·vk·dk``), plus the count sketch of
+    ``δ`` (``V`` multiply-adds) and the projection of ``a`` (``2·d·dk``) when sketching.
+    """
+    dim = capture.accumulators.shape[1]
+    flops = 2.0 * dim
+    if getattr(capture, "_signs", None) is not None:
+        flops += 2.0 * capture.V
+    if getattr(capture, "_proj", None) is not None:
+        flops += 2.0 * capture.d * capture._proj.shape[0]
+    return flops

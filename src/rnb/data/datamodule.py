@@ -202,6 +202,29 @@ class RnBDataModule(L.LightningDataModule):
         else:
             self._eval_rank, self._eval_world = 0, 1
 
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """Identity of the domains (saved in checkpoints to refuse an inconsistent resume)."""
+        return {
+            "regroup_fingerprint": getattr(self, "regroup_fingerprint", None) or "none",
+            "domains": list(self.domain_names),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Fail clearly when a checkpoint was trained on other domains."""
+        mine = self.state_dict()
+        if state.get("regroup_fingerprint") != mine["regroup_fingerprint"]:
+            raise ValueError(
+                f"checkpoint was trained with Regroup fingerprint {state.get('regroup_fingerprint')!r}, "
+                f"this run has {mine['regroup_fingerprint']!r}: resume with the same regroup/data "
+                "config (and seed), or start a new run without `resume`"
+            )
+        if list(state.get("domains", [])) != mine["domains"]:
+            raise ValueError(
+                f"checkpoint domains {state.get('domains')} differ from this run's {mine['domains']}: "
+                "resume with the same data.domain_field / regroup config"
+            )
+
     @property
     def num_domains(self) -> int:
         """Number of domains ``m``."""

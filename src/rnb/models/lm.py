@@ -119,6 +119,17 @@ class CausalLMModule(L.LightningModule):
             )
         return mod
 
+    def head_row_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, T]`` True where the head's output gets a gradient.
+
+        Position ``t`` predicts label ``t + 1``; the last position and positions whose next
+        label is ignored have ``δ = 0``, so gradient capture skips them.
+        """
+        labels = batch["labels"]
+        mask = torch.zeros_like(labels, dtype=torch.bool)
+        mask[:, :-1] = labels[:, 1:] != -100
+        return mask
+
     def num_parameters(self) -> int:
         """Trainable parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -132,11 +143,15 @@ class CausalLMModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         loss_sum, tokens = self._losses(batch)
-        loss = loss_sum.sum() / tokens.sum().clamp_min(1)
+        example_loss = loss_sum / tokens.clamp_min(1)
+        # Mean over examples (not tokens): with equal per-rank batch sizes the DDP average
+        # equals the single-process loss of the global batch exactly, and every example
+        # weighs the same, matching the per-sample counts n_i of the mixing statistics.
+        loss = example_loss.mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return {
             "loss": loss,
-            "example_loss": (loss_sum / tokens.clamp_min(1)).detach(),
+            "example_loss": example_loss.detach(),
             "example_tokens": tokens.detach(),
             "domain": batch["domain"],
         }

@@ -1,0 +1,285 @@
+"""On-disk embedding cache: fingerprints, keys, chunked and resumable computation.
+
+Embeddings are stored as ``<cache_dir>/embeddings/<key>.npy`` and memory-mapped on read.
+While a corpus is being embedded, rows go to ``<key>.partial.npy`` (a preallocated
+``open_memmap``) and a small ``<key>.partial.json`` records how many chunks are finished,
+so an interrupted run resumes at the first unfinished chunk. The finished file appears
+through an atomic ``os.replace``: a reader never sees a half-written ``<key>.npy``.
+
+Nothing is pickled; only ``.npy`` and JSON are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "EmbeddingCache",
+    "Encoder",
+    "fingerprint_array",
+    "fingerprint_config",
+    "fingerprint_texts",
+    "make_key",
+]
+
+# Bump when the on-disk layout or the meaning of a fingerprint changes, so old caches miss.
+_FINGERPRINT_VERSION = 1
+_KEY_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class Encoder(Protocol):
+    """What the cache needs from an embedder."""
+
+    def encode(self, texts: Sequence[Any]) -> np.ndarray:
+        """Embed ``texts`` into a float32 ``[n, d]`` array."""
+        ...
+
+
+def _sha256_parts(parts: Sequence[bytes]) -> str:
+    # Length-prefix every part so that ("ab", "c") and ("a", "bc") hash differently.
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()
+
+
+def fingerprint_texts(texts: Sequence[str]) -> str:
+    """Stable sha256 fingerprint of an ordered sequence of strings.
+
+    Args:
+        texts: The texts, in dataset order (order matters: rows of the cache align to it).
+
+    Returns:
+        A 64-character hex digest.
+
+    Raises:
+        ValueError: If an item is not a ``str``.
+    """
+    h = hashlib.sha256()
+    h.update(len(texts).to_bytes(8, "little"))
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(
+                f"data.text_field: expected every text to be a str, got {type(t).__name__} "
+                f"at row {i}"
+            )
+        b = t.encode("utf-8", errors="surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def fingerprint_array(arr: np.ndarray, block_rows: int = 65536) -> str:
+    """Stable sha256 fingerprint of an array's dtype, shape and values.
+
+    Reads row blocks so a memory-mapped file is hashed without loading it whole.
+
+    Args:
+        arr: Any numeric array (e.g. precomputed embeddings).
+        block_rows: Rows hashed per step.
+
+    Returns:
+        A 64-character hex digest.
+    """
+    a = np.asarray(arr)
+    h = hashlib.sha256()
+    h.update(f"{a.dtype.str}|{a.shape}".encode())
+    if a.ndim == 0:
+        h.update(a.tobytes())
+        return h.hexdigest()
+    for lo in range(0, a.shape[0], block_rows):
+        h.update(np.ascontiguousarray(a[lo : lo + block_rows]).tobytes())
+    return h.hexdigest()
+
+
+def make_key(*parts: str) -> str:
+    """Combine fingerprints (data, embedder, ...) into one cache key.
+
+    Args:
+        *parts: Strings such as :func:`fingerprint_texts` and ``embedder.fingerprint()``.
+
+    Returns:
+        A 64-character hex sha256 digest, safe to use as a file name.
+    """
+    if not parts:
+        raise ValueError("make_key: need at least one part")
+    return _sha256_parts([str(p).encode("utf-8") for p in parts])
+
+
+def fingerprint_config(kind: str, config: dict[str, Any]) -> str:
+    """Fingerprint of a component's class name and the config that changes its output.
+
+    Args:
+        kind: Fully qualified class name (so two classes with equal kwargs differ).
+        config: JSON-serialisable settings; key order does not matter.
+
+    Returns:
+        A 64-character hex digest.
+    """
+    payload = json.dumps(
+        {"v": _FINGERPRINT_VERSION, "kind": kind, "config": config},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _check_chunk(arr: Any, n_rows: int, dim: int | None, start: int) -> np.ndarray:
+    out = np.asarray(arr)
+    if out.ndim != 2 or out.shape[0] != n_rows:
+        raise ValueError(
+            f"embedder: encode() returned shape {out.shape} for {n_rows} texts "
+            f"(rows {start}..{start + n_rows - 1}); expected [n, d]"
+        )
+    if dim is not None and out.shape[1] != dim:
+        raise ValueError(f"embedder: dimension changed between chunks ({dim} -> {out.shape[1]})")
+    out = out.astype(np.float32, copy=False)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"embedder: non-finite embedding at row {start + int(np.argmax(bad))}; "
+            "check the embedder config (e.g. embedder.bf16)"
+        )
+    return out
+
+
+class EmbeddingCache:
+    """Embeddings on disk, keyed by data + embedder fingerprints.
+
+    Args:
+        cache_dir: Root cache directory; files go to ``cache_dir/embeddings/``.
+
+    Notes:
+        Not safe for two processes computing the same key at once; run the regroup stage
+        on a single rank (Lightning's ``prepare_data``), which is where the pipeline calls it.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.dir = self.cache_dir / "embeddings"
+
+    def path(self, key: str) -> Path:
+        """Final ``.npy`` path of ``key``."""
+        if not _KEY_RE.match(key):
+            raise ValueError(f"cache key must match [A-Za-z0-9._-]+, got {key!r}")
+        return self.dir / f"{key}.npy"
+
+    def has(self, key: str) -> bool:
+        """Whether a finished embedding file exists for ``key``."""
+        return self.path(key).exists()
+
+    def get_or_compute(
+        self,
+        key: str,
+        texts: Sequence[Any],
+        embedder: Encoder,
+        chunk_size: int = 8192,
+    ) -> np.ndarray:
+        """Return the cached embeddings for ``key``, computing missing chunks first.
+
+        If ``embedder`` is corpus-dependent and unfitted (has ``fit`` and ``is_fitted`` is
+        False, e.g. TF-IDF+SVD), it is fitted on all of ``texts`` before chunking, so every
+        chunk (also after a resume in a new process) uses the same fit.
+
+        Args:
+            key: Cache key, e.g. ``make_key(fingerprint_texts(texts), embedder.fingerprint())``.
+            texts: Inputs, row-aligned with the result.
+            embedder: Anything with ``encode(texts) -> [n, d]``.
+            chunk_size: Rows per chunk; progress is saved after each chunk.
+
+        Returns:
+            A read-only memory-mapped float32 array of shape ``[len(texts), d]``.
+
+        Raises:
+            ValueError: On an empty input, a bad ``chunk_size``, an embedder returning the
+                wrong shape or non-finite values, or a cached file whose row count differs.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"regroup.embed_chunk_size: need >= 1, got {chunk_size}")
+        n = len(texts)
+        if n == 0:
+            raise ValueError("data: no texts to embed (empty split); check the data config")
+        final = self.path(key)
+        if final.exists():
+            return self._load(final, n)
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        partial = self.dir / f"{key}.partial.npy"
+        progress_path = self.dir / f"{key}.partial.json"
+        n_chunks = -(-n // chunk_size)
+
+        if getattr(embedder, "is_fitted", True) is False and hasattr(embedder, "fit"):
+            embedder.fit(texts)  # type: ignore[attr-defined]
+
+        mm, done = self._resume(partial, progress_path, n, chunk_size)
+        for c in range(done, n_chunks):
+            lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
+            chunk = _check_chunk(
+                embedder.encode(texts[lo:hi]), hi - lo, None if mm is None else mm.shape[1], lo
+            )
+            if mm is None:
+                # The dimension is only known after the first chunk, so allocate here.
+                mm = np.lib.format.open_memmap(
+                    partial, mode="w+", dtype=np.float32, shape=(n, chunk.shape[1])
+                )
+            mm[lo:hi] = chunk
+            # Flush rows before recording progress: the JSON must never claim unwritten rows.
+            mm.flush()
+            _write_json_atomic(
+                progress_path,
+                {"n": n, "dim": int(mm.shape[1]), "chunk_size": chunk_size, "done": c + 1},
+            )
+        assert mm is not None  # n > 0 guarantees at least one chunk
+        del mm  # close the map before renaming (required on Windows)
+        os.replace(partial, final)
+        progress_path.unlink(missing_ok=True)
+        return self._load(final, n)
+
+    @staticmethod
+    def _resume(
+        partial: Path, progress_path: Path, n: int, chunk_size: int
+    ) -> tuple[np.memmap | None, int]:
+        """Open a compatible partial file and return it with its count of finished chunks."""
+        if not (partial.exists() and progress_path.exists()):
+            return None, 0
+        try:
+            prog = json.loads(progress_path.read_text())
+            mm = np.lib.format.open_memmap(partial, mode="r+")
+        except (OSError, ValueError):
+            return None, 0  # unreadable leftovers: start over (they get overwritten)
+        ok = (
+            prog.get("n") == n
+            and prog.get("chunk_size") == chunk_size
+            and mm.shape == (n, prog.get("dim"))
+            and mm.dtype == np.float32
+        )
+        if not ok:
+            del mm
+            return None, 0
+        return mm, int(prog.get("done", 0))
+
+    @staticmethod
+    def _load(path: Path, n: int) -> np.ndarray:
+        arr = np.load(path, mmap_mode="r")
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise ValueError(
+                f"cache_dir: {path} holds shape {arr.shape} but {n} texts were given; "
+                "delete the file or change cache_dir"
+            )
+        return arr

