@@ -9,6 +9,7 @@ matrix and R&B mixture with the exact one. Finally prints accumulator memory at 
 size.
 
     PYTHONPATH=src python benchmarks/capture_microbench.py [--reps 12] [--quality-steps 40]
+        [--threads 1] [--hidden 256 --reps 0]   # the latter: d-side projection quality only
 """
 
 from __future__ import annotations
@@ -179,7 +180,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quality-steps", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        # On a shared 2-core box every parallel op can wait ~10 ms for a busy second core;
+        # --threads 1 trades speed for stable timings.
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = tiny_gptneo(args.vocab, args.hidden, args.layers, args.seq)
     data = DomainData(args.vocab, args.domains, args.seed)

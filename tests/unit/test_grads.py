@@ -16,6 +16,14 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref.double()).norm() / ref.double().norm())
 
 
+def dense_count_sketch(signs: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``[k, V]`` matrix of the strided count sketch: S[v mod k, v] = sign_v."""
+    V = signs.numel()
+    S = torch.zeros(k, V, dtype=torch.float64)
+    S[torch.arange(V) % k, torch.arange(V)] = signs.double()
+    return S
+
+
 # ----------------------------------------------------------------------------- tiny GPT-Neo
 def tiny_gptneo(V: int = 101, d: int = 16) -> nn.Module:
     transformers = pytest.importorskip("transformers")
@@ -116,10 +124,11 @@ def test_exact_2d_classifier_with_bias() -> None:
         assert rel_err(cap.accumulators[i], ref) <= 1e-5
 
 
-def test_bf16_autocast_accumulates_fp32() -> None:
+@pytest.mark.parametrize("mode", ["exact", "sketch"])
+def test_bf16_autocast_accumulates_fp32(mode: str) -> None:
     model, m = classifier(V=64, d=32), 2
     head = model[2]
-    cap = HeadGradientCapture(head, m, mode="exact")
+    cap = HeadGradientCapture(head, m, mode=mode, sketch_out=16, sketch_in=8)
     cap.attach()
     seen: dict[str, torch.Tensor] = {}
     head.register_forward_hook(lambda mod, inp, out: seen.update(a=inp[0].detach()))
@@ -132,10 +141,14 @@ def test_bf16_autocast_accumulates_fp32() -> None:
         loss = nn.functional.cross_entropy(out.float(), y)
     loss.backward()
     assert seen["delta"].dtype == torch.bfloat16 and cap.accumulators.dtype == torch.float32
+    S_v, S_d = torch.eye(64, dtype=torch.float64), torch.eye(32, dtype=torch.float64)
+    if mode == "sketch":
+        S_v, S_d = dense_count_sketch(cap._signs, 16), cap._proj.double()
     for i in range(m):
         rows = dom == i
-        ref = (seen["delta"][rows].double().T @ seen["a"][rows].double()).reshape(-1)
-        assert rel_err(cap.accumulators[i], ref) <= 1e-5  # a bf16 accumulation would be ~1e-2 off
+        ref = S_v @ seen["delta"][rows].double().T @ seen["a"][rows].double() @ S_d.T
+        # A bf16 accumulation would be ~1e-2 off.
+        assert rel_err(cap.accumulators[i], ref.reshape(-1)) <= 1e-5
 
 
 def test_nonfinite_batch_is_skipped_then_capture_resumes() -> None:
@@ -230,6 +243,28 @@ def test_sketch_without_projection_is_exact() -> None:
     cap.attach()
     run_head(cap, a, delta, dom)
     assert rel_err(cap.accumulators, exact_grads(a, delta, dom, m)) <= 1e-6
+
+
+@pytest.mark.parametrize("valid_frac", [0.2, 0.8])  # gather layout / in-place layout
+@pytest.mark.parametrize("mode", ["exact", "sketch"])
+def test_masked_rows_match_explicit_reference(mode: str, valid_frac: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    B, T, d, V, m = 6, 10, 9, 50, 3
+    head = nn.Linear(d, V, bias=False)
+    a, delta = torch.randn(B, T, d, generator=g), torch.randn(B, T, V, generator=g)
+    mask = torch.rand(B, T, generator=g) < valid_frac
+    dom = torch.tensor([2, 0, 0, 1, 2, 0])
+    cap = HeadGradientCapture(head, m, mode=mode, sketch_out=16, sketch_in=4)
+    cap.attach()
+    # δ is non-zero on masked rows on purpose: the mask must exclude them in both layouts.
+    run_head(cap, a, delta, dom, mask)
+    exact = exact_grads(a, delta * mask[..., None], dom, m)
+    if mode == "exact":
+        assert rel_err(cap.accumulators, exact) <= 1e-6
+        return
+    S_v, S_d = dense_count_sketch(cap._signs, 16), cap._proj.double()
+    ref = torch.stack([(S_v @ x.view(V, d) @ S_d.T).reshape(-1) for x in exact])
+    assert rel_err(cap.accumulators, ref) <= 1e-6
 
 
 def test_sketch_inner_products_are_unbiased() -> None:

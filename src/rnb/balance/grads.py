@@ -26,11 +26,19 @@ nor a scatter (``index_add`` was slower than the exact product): each of the ``�
 contiguous column blocks of ``δ`` is multiplied by its signs and added into an ``[n, k]``
 buffer. A side whose size is already ≤ its sketch size is kept exact.
 
-Token subsampling (``rows_per_example``): per example, that many valid rows are drawn
-uniformly without replacement and weighted by ``valid / sampled``, which keeps every ``g_i``
-unbiased. The price is variance: a domain's gradient estimate gets roughly ``valid / sampled``
-times the token-level noise of a full pass, which the sum over a round's many examples
-averages out (method.md measured ~10% Gram error at 16 of 128 tokens per sequence).
+Token subsampling (``rows_per_example``): per example, ``s`` of its ``n`` valid rows are drawn
+uniformly without replacement and weighted by ``n / s``, which keeps every ``g_i`` unbiased.
+The price is variance: an example's contribution gets variance ``n² (1 − s/n) / s`` times the
+spread of its per-row terms ``δ_rᵀ a_r`` (zero at ``s = n``, growing like ``n²/s``), which
+the sum over a round's many examples averages down (method.md: ~10% Gram error, TV of ``p``
+0.02, at 16 of 128 tokens per sequence).
+
+Rows: ``[B, d]`` inputs have one row per example, ``[B, T, d]`` (or ``[B, ..., d]``) inputs
+one row per token, each inheriting its example's domain. An optional row mask excludes
+ignored/padded rows. Few selected rows are gathered (grouped by domain); otherwise ``δ`` is
+used in place, one product per run of same-domain examples, since copying a large ``δ`` costs
+more than the products. Host syncs: one per backward (the finiteness check), plus one per
+`set_batch` if the ids live on the GPU.
 """
 
 from __future__ import annotations
@@ -56,9 +64,9 @@ _MODES = ("exact", "sketch")
 class _Plan:
     """Which rows of one forward go to which domain; built on the CPU before backward."""
 
-    idx: torch.Tensor | None  # selected flat rows, grouped by domain; None = all rows in order
-    segments: list[tuple[int, int, int]]  # (domain, start, end) into the selected rows
-    row_weight: torch.Tensor | None  # [n] valid/sampled of each selected row's example
+    idx: torch.Tensor | None  # gathered flat rows, grouped by domain; None = δ used in place
+    segments: list[tuple[int, int, int]]  # (domain, start, end) into those rows
+    row_weight: torch.Tensor | None  # per-row weight applied to a (0 = excluded); None = all 1
     example_counts: torch.Tensor  # float64 [m], examples per domain in this batch
 
 
@@ -353,30 +361,51 @@ class HeadGradientCapture:
         return picked & valid
 
     def _plan(self, dom: torch.Tensor, mask: torch.Tensor | None, T: int) -> _Plan:
-        B = dom.numel()
+        """Row selection (CPU, B·T-sized work only). Two layouts, chosen by cost:
+
+        - *gather* (at most half the rows selected, e.g. token subsampling): copy the selected
+          rows of ``δ`` grouped by domain; one segment per present domain.
+        - *in place* (otherwise): no copy of ``δ`` at all (a gather of a large ``δ`` costs more
+          than the products); segments are runs of consecutive same-domain examples and
+          excluded rows get weight 0 on the cheap ``a`` side.
+        """
+        B, N = dom.numel(), dom.numel() * T
         counts = torch.bincount(dom, minlength=self.num_domains)
         keep = self._sampled_mask(mask, B, T)
-        is_sorted = B < 2 or bool((dom[1:] >= dom[:-1]).all())
-        order = torch.arange(B) if is_sorted else torch.argsort(dom, stable=True)
-        weight = None
         if keep is None:
-            # Fast path: every row, examples already grouped → δ is used as a view, no gather.
-            idx = None if is_sorted else (order[:, None] * T + torch.arange(T)).reshape(-1)
-            per_domain = counts * T
-        else:
-            keep_sorted = keep[order]
-            idx = (order[:, None] * T + torch.arange(T))[keep_sorted]
-            kept = keep_sorted.sum(1)
-            per_domain = torch.bincount(dom[order], weights=kept, minlength=self.num_domains)
-            if self.rows_per_example is not None and self.rows_per_example < T:
-                valid = torch.full((B,), T) if mask is None else mask[order].sum(1)
-                # valid/sampled per example (1 where fewer valid rows than rows_per_example).
-                weight = (valid / kept.clamp(min=1)).float().repeat_interleave(kept)
-        ends = torch.cumsum(per_domain.long(), 0).tolist()
+            return _Plan(None, self._runs(dom, T), None, counts.double())
+        kept = keep.sum(1)
+        w_ex = torch.ones(B)
+        if self.rows_per_example is not None and self.rows_per_example < T:
+            valid = torch.full((B,), T) if mask is None else mask.sum(1)
+            # valid/sampled per example (1 where fewer valid rows than rows_per_example).
+            w_ex = valid / kept.clamp(min=1)
+        if 2 * int(kept.sum()) > N:
+            full = bool(keep.all()) and bool((w_ex == 1).all())
+            weight = None if full else (keep * w_ex[:, None]).float().reshape(-1)
+            return _Plan(None, self._runs(dom, T), weight, counts.double())
+        order = torch.argsort(dom, stable=True)
+        keep_sorted = keep[order]
+        idx = (order[:, None] * T + torch.arange(T))[keep_sorted]
+        per_domain = torch.bincount(
+            dom[order], weights=kept[order], minlength=self.num_domains
+        ).long()
+        ends = torch.cumsum(per_domain, 0).tolist()
         segments = [
-            (i, ends[i] - int(n), ends[i]) for i, n in enumerate(per_domain.tolist()) if n > 0
+            (i, e - n, e)
+            for i, (n, e) in enumerate(zip(per_domain.tolist(), ends, strict=True))
+            if n
         ]
-        return _Plan(idx=idx, segments=segments, row_weight=weight, example_counts=counts.double())
+        weight = w_ex[order].float().repeat_interleave(kept[order])
+        return _Plan(idx, segments, weight, counts.double())
+
+    @staticmethod
+    def _runs(dom: torch.Tensor, T: int) -> list[tuple[int, int, int]]:
+        """(domain, first row, end row) of each run of consecutive same-domain examples."""
+        cuts = (torch.nonzero(dom[1:] != dom[:-1]).reshape(-1) + 1).tolist()
+        starts, ends = [0, *cuts], [*cuts, dom.numel()]
+        ids = dom.tolist()
+        return [(ids[s], s * T, e * T) for s, e in zip(starts, ends, strict=True)]
 
     def _prepare_inputs(self, a: torch.Tensor, plan: _Plan) -> torch.Tensor:
         """Selected rows of ``a`` in fp32, bias column, subsampling weight, d-projected."""

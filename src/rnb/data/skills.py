@@ -111,50 +111,42 @@ _SYLLABLES = _words(
 TEMPLATES: dict[str, tuple[str, ...]] = {
     name: tuple(t.strip() for t in spec.split(" | "))
     for name, spec in {
-        "addition": "Add {a} plus {b}. What is the sum? | What is the sum of {a} plus {b}? | "
-        "Add {a} plus {b} and give the sum.",
-        "multiplication": "Multiply {a} times {b}. What is the product? | "
-        "What is the product of {a} times {b}? | Multiply {a} by {b} and give the product.",
-        "reverse_string": "Spell the word '{x}' backwards, in reverse. | "
-        "Reverse the word '{x}': spell it backwards. | "
-        "Write the word '{x}' backwards, spelled in reverse.",
-        "uppercase": "Rewrite '{x}' in uppercase, all caps. | Make '{x}' uppercase, in all caps. | "
-        "Write '{x}' in uppercase (all caps).",
-        "count_letter": "Count how many times '{c}' occurs in '{x}'. | "
-        "How many times does '{c}' occur in '{x}'? Count them. | "
-        "Count the occurrences of '{c}' in '{x}'.",
-        "country_capital": "What is the capital city of the country {x}? | "
-        "Name the capital city of the country {x}. | Which city is the capital of the country {x}?",
-        "element_symbol": "What is the chemical symbol of the element {x}? | "
-        "Give the chemical element symbol for {x}. | "
-        "Which chemical symbol stands for the element {x}?",
-        "antonym": "What is the opposite of '{x}'? Give an antonym. | "
-        "Give an antonym, the opposite word, of '{x}'. | Name the opposite (antonym) of '{x}'.",
-        "plural": "What is the plural form of the noun '{x}'? | "
-        "Write the plural form of the noun '{x}'. | "
-        "Give the plural form of the singular noun '{x}'.",
-        "date_format": "Write the date {d} {m} {y} as an ISO date, YYYY-MM-DD. | "
-        "Give the ISO date (YYYY-MM-DD) for the date {m} {d}, {y}. | "
-        "Reformat the date {d} {m} {y} as an ISO date, YYYY-MM-DD.",
-        "unit_conversion": "Unit conversion: convert {x} {a} to {b}. | "
-        "Unit conversion: how many {b} are in {x} {a}? | "
-        "Convert the measurement {x} {a} into {b} (unit conversion).",
+        "addition": "Add {a} and {b}. What is the sum? | What is {a} plus {b}? | "
+        "Find the sum when adding {a} plus {b}.",
+        "multiplication": "Multiply {a} by {b}. What is the product? | What is {a} times {b}? | "
+        "Give the product of {a} multiplied by {b}.",
+        "reverse_string": "Spell '{x}' backwards. | Reverse the spelling of '{x}'. | "
+        "Mirror '{x}' by spelling it backwards.",
+        "uppercase": "Rewrite '{x}' in uppercase. | Make '{x}' all caps, uppercase only. | "
+        "Shout it in uppercase: '{x}'.",
+        "count_letter": "How many times does '{c}' occur in '{x}'? | "
+        "Count the occurrences of '{c}' in '{x}'. | Tally how often '{c}' occurs within '{x}'.",
+        "country_capital": "What is the capital city of {x}? | Name the capital of {x}. | "
+        "Which city is the capital of {x}?",
+        "element_symbol": "What is the chemical symbol for {x}? | "
+        "Give the periodic table symbol of the element {x}. | "
+        "Which chemical symbol stands for {x}?",
+        "antonym": "What is the opposite of '{x}'? | Give an antonym for the adjective '{x}'. | "
+        "Name the antonym of '{x}'.",
+        "plural": "What is the plural of '{x}'? | Write the plural form of the noun '{x}'. | "
+        "Give the plural of '{x}'.",
+        "date_format": "Rewrite the date {d} {m} {y} in ISO format. | "
+        "Format the calendar date {m} {d}, {y} as YYYY-MM-DD. | Write {d} {m} {y} as an ISO date.",
+        "unit_conversion": "Convert {x} {a} to {b}. | How many {b} are in {x} {a}? | "
+        "Convert {x} {a} into {b}, please.",
         "sort_numbers": "Sort these numbers in ascending order: {x}. | "
-        "Sort the numbers {x} from smallest to largest. | "
-        "Sort in ascending order, smallest first: {x}.",
-        "word_to_number": "Write the number word '{x}' as a numeral in digits. | "
-        "Turn the number word '{x}' into a numeral (digits). | "
-        "Which numeral, in digits, is the number word '{x}'?",
+        "Arrange {x} from smallest to largest. | Put the numbers {x} in increasing order.",
+        "word_to_number": "Write '{x}' as a numeral. | Turn the number word '{x}' into digits. | "
+        "Which numeral, in digits, is '{x}'?",
         "colour_mixing": "What colour do you get by mixing {a} and {b} paint? | "
         "Mix {a} paint with {b} paint: which colour results? | "
-        "Mixing {a} paint with {b} paint gives which colour?",
-        "animal_sound": "What sound does a {x} make? | Which animal sound does a {x} make? | "
-        "What noise does the animal {x} make?",
-        "next_letter": "Which letter of the alphabet comes right after {x}? | "
-        "In the alphabet, which letter comes right after {x}? | "
-        "Name the alphabet letter that comes right after {x}.",
-        "parity": "Is the number {x} even or odd? | Tell whether the integer {x} is even or odd. | "
-        "Even or odd: is the number {x}?",
+        "Blending {a} with {b} paint gives which colour?",
+        "animal_sound": "What sound does a {x} make? | Which noise does a {x} make? | "
+        "How does a {x} sound?",
+        "next_letter": "Which letter comes after {x} in the alphabet? | "
+        "Name the alphabet letter following {x}. | In the alphabet, what letter follows {x}?",
+        "parity": "Is {x} even or odd? | Tell whether the integer {x} is even or odd. | "
+        "Even or odd: {x}?",
         "french_translation": "Translate the French word '{x}' into English. | "
         "What does the French word '{x}' mean in English? | "
         "Give the English translation of French '{x}'.",

@@ -49,7 +49,7 @@ def _embed(
     embedder: Any, train: list[dict], ev: list[dict], texts: list[str], ev_texts: list[str],
     cache: EmbeddingCache, chunk: int,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    from rnb.regroup.embedders import PrecomputedEmbedder
+    from rnb.regroup.precomputed import PrecomputedEmbedder
 
     if isinstance(embedder, PrecomputedEmbedder):
         if embedder.column is not None:
@@ -69,7 +69,7 @@ def _fingerprint(
     cfg: Any, embedder: Any, train: list[dict], ev: list[dict], texts: list[str],
     ev_texts: list[str], seed: int, domain_field: str | None,
 ) -> str:  # fmt: skip
-    from rnb.regroup.embedders import PrecomputedEmbedder
+    from rnb.regroup.precomputed import PrecomputedEmbedder
 
     if isinstance(embedder, PrecomputedEmbedder) and embedder.column is not None:
         data = [
