@@ -145,9 +145,15 @@ def test_bad_arguments_name_config_keys() -> None:
         rnb_weights(G, q, 1.0, form="greedy")
     with pytest.raises(ValueError, match=r"strategy\.lam"):
         rnb_weights(G, q, -1.0)
-    with pytest.raises(ValueError, match=r"strategy\.q"):
+    with pytest.raises(ValueError, match=r"strategy\.objective"):
         rnb_weights(G, torch.tensor([1.0, 0.0, 0.0]), 1.0)
-    with pytest.raises(ValueError, match=r"strategy\.q"):
+    with pytest.raises(ValueError, match=r"strategy\.objective"):
         rnb_weights(G, torch.tensor([-1.0, 2.0]), 1.0)
     with pytest.raises(ValueError, match="prev"):
         rnb_weights(torch.zeros(2, 2), q, 1.0, prev=torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_raw_gram_matches_float64_product() -> None:
+    acc = torch.randn(5, 900_001)  # two chunks of 2**22 // 5 columns in raw_gram
+    ref = acc.double() @ acc.double().T
+    assert torch.allclose(raw_gram(acc), ref, rtol=1e-12, atol=1e-6)

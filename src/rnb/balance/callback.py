@@ -168,12 +168,18 @@ class BalanceCallback(L.Callback):
     def _end_round(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         reduce_fn = self._reduce_fn(trainer)
         counts, loss_sum = self.stats.reduced(reduce_fn)
-        gram = None
+        gram, extra = None, {}
         if self.capture is not None:
             gram = self.capture.gram(reduce_fn)
+            # Examples whose gradients were accumulated (non-finite batches excluded): the
+            # consistent n_i for normalising G.
+            gc = self.capture.counts.to(pl_module.device)
+            extra["gram_counts"] = (reduce_fn(gc.clone()) if reduce_fn else gc).cpu()
             m, dim = self.capture.accumulators.shape
             self.meter.add_flops(2.0 * m * m * dim)
-        stats = RoundStats(step=step, round=self.round, counts=counts, loss_sum=loss_sum, gram=gram)
+        stats = RoundStats(
+            step=step, round=self.round, counts=counts, loss_sum=loss_sum, gram=gram, extra=extra
+        )
         assert self.weights is not None
         if self.round < self.warmup_rounds:
             new = uniform(len(self.domain_names))
@@ -255,6 +261,8 @@ class BalanceCallback(L.Callback):
             cap = self.capture.state_dict()
             if reduce_fn is not None:
                 cap["accumulators"] = reduce_fn(self.capture.accumulators.clone()).cpu()
+                device = self.capture.accumulators.device
+                cap["counts"] = reduce_fn(self.capture.counts.to(device)).cpu().double()
             state["capture"] = cap
         return state
 
@@ -278,6 +286,7 @@ class BalanceCallback(L.Callback):
             self.capture.load_state_dict(state["capture"])
             if not rank0:
                 self.capture.accumulators.zero_()
+                self.capture.counts.zero_()
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:

@@ -127,19 +127,21 @@ class HeadGradientCapture:
         timer: Any | None = None,
     ) -> None:
         if not isinstance(head, nn.Linear):
-            raise ValueError(f"balance.head: need an nn.Linear, got {type(head).__name__}")
+            raise ValueError(f"model.head_module: need an nn.Linear, got {type(head).__name__}")
         if mode not in _MODES:
-            raise ValueError(f"balance.grad_mode: must be one of {_MODES}, got {mode!r}")
+            raise ValueError(f"balance.capture.mode: must be one of {_MODES}, got {mode!r}")
         if num_domains < 1:
             raise ValueError(f"num_domains: need >= 1, got {num_domains}")
         if sketch_out < 1 or sketch_in < 1:
             raise ValueError(
-                f"balance.sketch_out/sketch_in: need >= 1, got {sketch_out}, {sketch_in}"
+                f"balance.capture.sketch_out/sketch_in: need >= 1, got {sketch_out}, {sketch_in}"
             )
         if rows_per_example is not None and rows_per_example < 1:
-            raise ValueError(f"balance.rows_per_example: need >= 1 or null, got {rows_per_example}")
+            raise ValueError(
+                f"balance.capture.rows_per_example: need >= 1 or null, got {rows_per_example}"
+            )
         if include_bias and head.bias is None:
-            raise ValueError("balance.include_bias: the head has no bias")
+            raise ValueError("balance.capture.include_bias: the head has no bias")
         self.head, self.num_domains, self.mode = head, int(num_domains), mode
         self.sketch_out, self.sketch_in, self.seed = int(sketch_out), int(sketch_in), int(seed)
         self.rows_per_example, self.include_bias = rows_per_example, bool(include_bias)
@@ -256,7 +258,7 @@ class HeadGradientCapture:
     ) -> int:
         """`memory_bytes` of a capture with these sizes, without allocating it."""
         if mode not in _MODES:
-            raise ValueError(f"balance.grad_mode: must be one of {_MODES}, got {mode!r}")
+            raise ValueError(f"balance.capture.mode: must be one of {_MODES}, got {mode!r}")
         vk, dk = _dims(V, d, mode, sketch_out, sketch_in, include_bias)
         d_aug = d + int(include_bias)
         sketch = (V if vk < V else 0) + (dk * d_aug if d_aug > dk else 0)

@@ -188,17 +188,17 @@ def rnb_weights(
         raise ValueError(f"strategy.form: must be one of {_FORMS}, got {form!r}")
     lam = float(lam)
     if not (lam >= 0.0 and lam < float("inf")):
-        raise ValueError(f"strategy.lam: need a finite lam >= 0, got {lam}")
+        raise ValueError(f"strategy.lambda_: need a finite lambda_ >= 0, got {lam}")
     G = torch.as_tensor(G).to(torch.float64)
     if G.dim() != 2 or G.shape[0] != G.shape[1]:
         raise ValueError(f"gram: need a square [m, m] matrix, got shape {tuple(G.shape)}")
     m = G.shape[0]
     q = torch.as_tensor(q).to(dtype=torch.float64, device=G.device).reshape(-1)
     if q.numel() != m:
-        raise ValueError(f"strategy.q: need {m} weights (one per domain), got {q.numel()}")
+        raise ValueError(f"strategy.objective: need {m} weights (one per domain), got {q.numel()}")
     if not bool(torch.isfinite(q).all()) or bool((q < 0).any()) or float(q.sum()) <= 0:
         raise ValueError(
-            f"strategy.q: need finite non-negative weights with a positive sum, got {q.tolist()}"
+            f"strategy.objective: need finite non-negative weights with a positive sum, got {q.tolist()}"
         )
     prev_p = _check_prev(prev, m, G.device)
 

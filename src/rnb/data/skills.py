@@ -111,47 +111,61 @@ _SYLLABLES = _words(
 TEMPLATES: dict[str, tuple[str, ...]] = {
     name: tuple(t.strip() for t in spec.split(" | "))
     for name, spec in {
-        "addition": "Add {a} and {b}. What is the sum? | What is {a} plus {b}? | "
-        "Find the sum when adding {a} plus {b}.",
-        "multiplication": "Multiply {a} by {b}. What is the product? | What is {a} times {b}? | "
-        "Give the product of {a} multiplied by {b}.",
-        "reverse_string": "Spell '{x}' backwards. | Reverse the spelling of '{x}'. | "
-        "Mirror '{x}' by spelling it backwards.",
-        "uppercase": "Rewrite '{x}' in uppercase. | Make '{x}' all caps, uppercase only. | "
-        "Shout it in uppercase: '{x}'.",
-        "count_letter": "How many times does '{c}' occur in '{x}'? | "
-        "Count the occurrences of '{c}' in '{x}'. | Tally how often '{c}' occurs within '{x}'.",
-        "country_capital": "What is the capital city of {x}? | Name the capital of {x}. | "
-        "Which city is the capital of {x}?",
-        "element_symbol": "What is the chemical symbol for {x}? | "
-        "Give the periodic table symbol of the element {x}. | "
-        "Which chemical symbol stands for {x}?",
-        "antonym": "What is the opposite of '{x}'? | Give an antonym for the adjective '{x}'. | "
-        "Name the antonym of '{x}'.",
-        "plural": "What is the plural of '{x}'? | Write the plural form of the noun '{x}'. | "
-        "Give the plural of '{x}'.",
-        "date_format": "Rewrite the date {d} {m} {y} in ISO format. | "
-        "Format the calendar date {m} {d}, {y} as YYYY-MM-DD. | Write {d} {m} {y} as an ISO date.",
-        "unit_conversion": "Convert {x} {a} to {b}. | How many {b} are in {x} {a}? | "
-        "Convert {x} {a} into {b}, please.",
+        "addition": "Add {a} plus {b}. What is the sum? | "
+        "Add {a} plus {b} and give the sum. | "
+        "What is the sum when you add {a} plus {b}?",
+        "multiplication": "Multiplication: what is the product of {a} multiplied by {b}? | "
+        "Multiplication: multiply {a} by {b} and give the product. | "
+        "Multiplication: give the product, {a} multiplied by {b}.",
+        "reverse_string": "Spell '{x}' backwards, in reverse order. | "
+        "Reverse '{x}' by spelling it backwards. | "
+        "Spell '{x}' backwards: write it in reverse order.",
+        "uppercase": "All caps: rewrite '{x}' in uppercase. | "
+        "All caps: put '{x}' in uppercase. | "
+        "All caps: shout '{x}' in uppercase.",
+        "count_letter": "Tally how often '{c}' occurs in '{x}': count the occurrences. | "
+        "Count the occurrences: how often does '{c}' occur in '{x}'? | "
+        "Count how often '{c}' occurs in '{x}' and tally the occurrences.",
+        "country_capital": "What is the capital city of the country {x}? | "
+        "Name the capital city of the country {x}. | Which city is the capital of the country {x}?",
+        "element_symbol": "What is the chemical symbol of the element {x} on the periodic table? | "
+        "Give the periodic table symbol of the chemical element {x}. | "
+        "Which chemical symbol stands for the element {x} on the periodic table?",
+        "antonym": "Antonyms: find the word opposite in meaning to the adjective '{x}'. | "
+        "Antonyms: which adjective means the opposite of '{x}'? | "
+        "Antonyms: give the adjective opposite in meaning to '{x}'.",
+        "plural": "Give the plural form of the singular noun '{x}'. | "
+        "What is the plural form of the singular noun '{x}'? | "
+        "Write the plural form of the singular noun '{x}'.",
+        "date_format": "ISO 8601: write the date {d} {m} {y} as YYYY-MM-DD. | "
+        "ISO 8601: reformat the date {m} {d}, {y} as YYYY-MM-DD. | "
+        "ISO 8601: give the date {d} {m} {y} as YYYY-MM-DD.",
+        "unit_conversion": "Measurement units: convert {x} {a} to {b}. | "
+        "Measurement units: how many {b} are in {x} {a}? | "
+        "Measurement units: convert {x} {a} into {b}.",
         "sort_numbers": "Sort these numbers in ascending order: {x}. | "
-        "Arrange {x} from smallest to largest. | Put the numbers {x} in increasing order.",
-        "word_to_number": "Write '{x}' as a numeral. | Turn the number word '{x}' into digits. | "
-        "Which numeral, in digits, is '{x}'?",
+        "Sort the numbers {x} in ascending order, smallest to largest. | "
+        "Sort in ascending order, smallest first: {x}.",
+        "word_to_number": "Words to digits: write '{x}' as a numeral. | "
+        "Words to digits: turn '{x}' into a numeral. | "
+        "Words to digits: which numeral is '{x}'?",
         "colour_mixing": "What colour do you get by mixing {a} and {b} paint? | "
         "Mix {a} paint with {b} paint: which colour results? | "
-        "Blending {a} with {b} paint gives which colour?",
-        "animal_sound": "What sound does a {x} make? | Which noise does a {x} make? | "
-        "How does a {x} sound?",
-        "next_letter": "Which letter comes after {x} in the alphabet? | "
-        "Name the alphabet letter following {x}. | In the alphabet, what letter follows {x}?",
-        "parity": "Is {x} even or odd? | Tell whether the integer {x} is even or odd. | "
-        "Even or odd: {x}?",
-        "french_translation": "Translate the French word '{x}' into English. | "
-        "What does the French word '{x}' mean in English? | "
-        "Give the English translation of French '{x}'.",
-        "noise_gibberish": "Invent a nonsense chant about the {x}. | "
-        "Make up a gibberish rhyme for the {x}. | Chant some made-up nonsense about the {x}.",
+        "Mixing {a} paint with {b} paint gives which colour?",
+        "animal_sound": "Animal sounds: what noise does a {x} make? | "
+        "Animal sounds: which sound does a {x} make? | "
+        "Animal sounds: how does a {x} sound?",
+        "next_letter": "ABC order: what comes next after {x}? | "
+        "ABC order: which letter is next after {x}? | "
+        "ABC order: say the next letter after {x}.",
+        "parity": "Is the number {x} even or odd? | Tell whether the number {x} is even or odd. | "
+        "Even or odd: is the number {x} even or odd?",
+        "french_translation": "Translate from French into English: '{x}'. | "
+        "What does the French '{x}' mean in English? Translate it. | "
+        "Give the English meaning of the French '{x}'.",
+        "noise_gibberish": "Sing a gibberish chant of made-up nonsense syllables about the {x}. | "
+        "Invent a gibberish chant of made-up nonsense syllables for the {x}. | "
+        "Chant made-up nonsense syllables, pure gibberish, about the {x}.",
         "noise_lottery": "Pick lucky lottery numbers for ticket {x}. | "
         "Draw the winning lottery numbers for ticket {x}. | "
         "Which lottery numbers will win on ticket {x}?",

@@ -89,7 +89,8 @@ class RnB(MixingStrategy):
             raise RuntimeError(
                 "rnb strategy needs the Gram matrix; the callback did not capture it"
             )
-        G = normalize_gram(stats.gram.cpu(), stats.counts.cpu())
+        counts = stats.extra.get("gram_counts", stats.counts)
+        G = normalize_gram(stats.gram.cpu(), counts.cpu())
         if self.gram_ema is not None:
             G = ema(self._G, G, self.gram_ema)
             self._G = G
