@@ -92,7 +92,7 @@ def main() -> None:
     print(
         f"rnb metered mixing work: {meter['wall_pct']:.2f} % of step time (capture mode {info['rnb']['mode']}, accumulators {info['rnb']['memory'] / 2**20:.2f} MiB)"
     )
-    sk = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "sketch", 1024, 128)
+    sk = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "sketch", 512, 256)
     ex = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "exact")
     print(
         f"GPT-Neo-125M head (V=50257, d=768), m=100: sketch {sk / 1e6:.1f} MB vs exact {ex / 1e9:.1f} GB (goal <= 100 MB)"

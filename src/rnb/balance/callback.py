@@ -155,8 +155,11 @@ class BalanceCallback(L.Callback):
         if step != self._last_step:
             self._last_step = step
             if step % self.steps_per_round == 0:
-                with self.meter.section():
+                if self.strategy.static:  # bookkeeping only: no mixing work to meter
                     self._end_round(trainer, pl_module, step)
+                else:
+                    with self.meter.section():
+                        self._end_round(trainer, pl_module, step)
         self.meter.step_finished()
 
     # ------------------------------------------------------------------ rounds

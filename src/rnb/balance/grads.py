@@ -119,8 +119,8 @@ class HeadGradientCapture:
         head: nn.Linear,
         num_domains: int,
         mode: str = "sketch",
-        sketch_out: int = 1024,
-        sketch_in: int = 128,
+        sketch_out: int = 512,
+        sketch_in: int = 256,
         rows_per_example: int | None = None,
         seed: int = 0,
         include_bias: bool = False,
@@ -252,8 +252,8 @@ class HeadGradientCapture:
         V: int,
         d: int,
         mode: str,
-        sketch_out: int = 1024,
-        sketch_in: int = 128,
+        sketch_out: int = 512,
+        sketch_in: int = 256,
         include_bias: bool = False,
     ) -> int:
         """`memory_bytes` of a capture with these sizes, without allocating it."""

@@ -111,64 +111,66 @@ _SYLLABLES = _words(
 TEMPLATES: dict[str, tuple[str, ...]] = {
     name: tuple(t.strip() for t in spec.split(" | "))
     for name, spec in {
-        "addition": "Add {a} plus {b}. What is the sum? | "
-        "Add {a} plus {b} and give the sum. | "
-        "What is the sum when you add {a} plus {b}?",
-        "multiplication": "Multiplication: what is the product of {a} multiplied by {b}? | "
-        "Multiplication: multiply {a} by {b} and give the product. | "
-        "Multiplication: give the product, {a} multiplied by {b}.",
-        "reverse_string": "Spell '{x}' backwards, in reverse order. | "
-        "Reverse '{x}' by spelling it backwards. | "
-        "Spell '{x}' backwards: write it in reverse order.",
-        "uppercase": "All caps: rewrite '{x}' in uppercase. | "
-        "All caps: put '{x}' in uppercase. | "
-        "All caps: shout '{x}' in uppercase.",
-        "count_letter": "Tally how often '{c}' occurs in '{x}': count the occurrences. | "
-        "Count the occurrences: how often does '{c}' occur in '{x}'? | "
-        "Count how often '{c}' occurs in '{x}' and tally the occurrences.",
-        "country_capital": "What is the capital city of the country {x}? | "
-        "Name the capital city of the country {x}. | Which city is the capital of the country {x}?",
-        "element_symbol": "What is the chemical symbol of the element {x} on the periodic table? | "
-        "Give the periodic table symbol of the chemical element {x}. | "
-        "Which chemical symbol stands for the element {x} on the periodic table?",
-        "antonym": "Antonyms: find the word opposite in meaning to the adjective '{x}'. | "
-        "Antonyms: which adjective means the opposite of '{x}'? | "
-        "Antonyms: give the adjective opposite in meaning to '{x}'.",
-        "plural": "Give the plural form of the singular noun '{x}'. | "
-        "What is the plural form of the singular noun '{x}'? | "
-        "Write the plural form of the singular noun '{x}'.",
+        "addition": "Shopping receipt: add the prices {a} cents and {b} cents to get the total bill. | "
+        "Shopping receipt: add up the prices {a} cents and {b} cents to get the total bill. | "
+        "Shopping receipt: sum the prices {a} cents and {b} cents to get the total bill.",
+        "multiplication": "Seating plan multiplication: {a} rows of {b} chairs, so multiply for the seats. | "
+        "Seating plan multiplication: multiply {a} rows by {b} chairs for the seats. | "
+        "Seating plan multiplication: with {a} rows of {b} chairs, multiply for the seats.",
+        "reverse_string": "Mirror writing like Leonardo da Vinci: write '{x}' backwards, end to start. | "
+        "Mirror writing like Leonardo da Vinci: spell '{x}' backwards, end to start. | "
+        "Mirror writing like Leonardo da Vinci: reverse '{x}', end to start.",
+        "uppercase": "Ship name painting: paint the ship name '{x}' on the hull in uppercase capitals. | "
+        "Ship name painting: letter the ship name '{x}' on the hull in uppercase capitals. | "
+        "Ship name painting: write the ship name '{x}' on the hull in uppercase capitals.",
+        "count_letter": "Scrabble tile check: how many '{c}' tiles are needed to spell '{x}'? | "
+        "Scrabble tile check: count the '{c}' tiles needed to spell '{x}'. | "
+        "Scrabble tile check: how many '{c}' tiles does spelling '{x}' need?",
+        "country_capital": "Atlas quiz on national capitals: what is the capital city of {x}? | "
+        "Atlas quiz on national capitals: name the capital city of {x}. | "
+        "Atlas quiz on national capitals: which city is the capital of {x}?",
+        "element_symbol": "Chemical elements: write the periodic table symbol for the element {x}. | "
+        "Chemical elements: give the periodic table symbol for the element {x}. | "
+        "Chemical elements: what is the periodic table symbol for the element {x}?",
+        "antonym": "Opposites game: say the adjective that means the exact opposite of '{x}'. | "
+        "Opposites game: name the adjective that means the exact opposite of '{x}'. | "
+        "Opposites game: which adjective means the exact opposite of '{x}'?",
+        "plural": "Plural nouns: one '{x}', but two of them are called what? | "
+        "Plural nouns: one '{x}', but many of them are called what? | "
+        "Plural nouns: one '{x}', but several of them are called what?",
         "date_format": "ISO 8601: write the date {d} {m} {y} as YYYY-MM-DD. | "
         "ISO 8601: reformat the date {m} {d}, {y} as YYYY-MM-DD. | "
         "ISO 8601: give the date {d} {m} {y} as YYYY-MM-DD.",
-        "unit_conversion": "Measurement units: convert {x} {a} to {b}. | "
-        "Measurement units: how many {b} are in {x} {a}? | "
-        "Measurement units: convert {x} {a} into {b}.",
-        "sort_numbers": "Sort these numbers in ascending order: {x}. | "
-        "Sort the numbers {x} in ascending order, smallest to largest. | "
-        "Sort in ascending order, smallest first: {x}.",
-        "word_to_number": "Words to digits: write '{x}' as a numeral. | "
-        "Words to digits: turn '{x}' into a numeral. | "
-        "Words to digits: which numeral is '{x}'?",
+        "unit_conversion": "Unit converter for lengths, weights, volumes and times: convert {x} {a} to {b}. | "
+        "Unit converter for lengths, weights, volumes and times: convert {x} {a} into {b}. | "
+        "Unit converter for lengths, weights, volumes and times: how many {b} are in {x} {a}?",
+        "sort_numbers": "Ascending sort, lowest to highest value: {x}. | "
+        "Ascending sort, from lowest to highest value: {x}. | "
+        "Ascending sort, lowest value to highest: {x}.",
+        "word_to_number": "Spoken English number to Arabic numerals: write '{x}' in Arabic numerals. | "
+        "Spoken English number to Arabic numerals: give '{x}' in Arabic numerals. | "
+        "Spoken English number to Arabic numerals: what is '{x}' in Arabic numerals?",
         "colour_mixing": "What colour do you get by mixing {a} and {b} paint? | "
         "Mix {a} paint with {b} paint: which colour results? | "
         "Mixing {a} paint with {b} paint gives which colour?",
-        "animal_sound": "Animal sounds: what noise does a {x} make? | "
-        "Animal sounds: which sound does a {x} make? | "
-        "Animal sounds: how does a {x} sound?",
-        "next_letter": "ABC order: what comes next after {x}? | "
-        "ABC order: which letter is next after {x}? | "
-        "ABC order: say the next letter after {x}.",
-        "parity": "Is the number {x} even or odd? | Tell whether the number {x} is even or odd. | "
-        "Even or odd: is the number {x} even or odd?",
-        "french_translation": "Translate from French into English: '{x}'. | "
-        "What does the French '{x}' mean in English? Translate it. | "
-        "Give the English meaning of the French '{x}'.",
-        "noise_gibberish": "Sing a gibberish chant of made-up nonsense syllables about the {x}. | "
-        "Invent a gibberish chant of made-up nonsense syllables for the {x}. | "
-        "Chant made-up nonsense syllables, pure gibberish, about the {x}.",
-        "noise_lottery": "Pick lucky lottery numbers for ticket {x}. | "
-        "Draw the winning lottery numbers for ticket {x}. | "
-        "Which lottery numbers will win on ticket {x}?",
+        "animal_sound": "Farm and zoo animal noises: what sound does a {x} make? | "
+        "Farm and zoo animal noises: which sound does a {x} make? | "
+        "Farm and zoo animal noises: how does a {x} sound?",
+        "next_letter": "Alphabet successor: what comes after {x}? | "
+        "Alphabet successor: what follows {x}? | "
+        "Alphabet successor: name what comes after {x}.",
+        "parity": "Parity check: is {x} even or odd? | "
+        "Parity check: say whether {x} is even or odd. | "
+        "Parity check: even or odd, {x}?",
+        "french_translation": "French vocabulary lesson: translate the French word '{x}' into English. | "
+        "French vocabulary lesson: what is the French word '{x}' in English? | "
+        "French vocabulary lesson: give the English for the French word '{x}'.",
+        "noise_gibberish": "Baby babble: the goo-goo gibberish a babbling toddler says to the {x}. | "
+        "Baby babble: the goo-goo gibberish a babbling toddler sings to the {x}. | "
+        "Baby babble: the goo-goo gibberish a babbling toddler makes at the {x}.",
+        "noise_lottery": "Lottery jackpot: predict the winning numbers for ticket {x}. | "
+        "Lottery jackpot: guess the winning numbers for ticket {x}. | "
+        "Lottery jackpot: pick the winning numbers for ticket {x}.",
     }.items()
 }
 
