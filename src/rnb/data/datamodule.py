@@ -36,6 +36,7 @@ class RnBDataModule(L.LightningDataModule):
             ``train_path`` is unset.
         text_fields: fields joined into the text, or a ``{field}`` template.
         target_field: if set, the LM loss covers only this field (instruction tuning).
+        embed_fields: fields (or template) Regroup embeds; default ``text_fields``.
         domain_field: predefined domain field (optional).
         reference_field: latent label for agreement metrics only (optional).
         split: split name for HF dataset dicts.
@@ -58,6 +59,7 @@ class RnBDataModule(L.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         text_fields: str | Sequence[str] = ("prompt", "response"),
         target_field: str | None = None,
+        embed_fields: str | Sequence[str] | None = None,
         domain_field: str | None = None,
         reference_field: str | None = None,
         split: str | None = None,
@@ -81,6 +83,11 @@ class RnBDataModule(L.LightningDataModule):
         self.synthetic = dict(synthetic) if synthetic is not None else None
         self.text_fields = text_fields if isinstance(text_fields, str) else list(text_fields)
         self.target_field = target_field
+        self.embed_fields = (
+            embed_fields
+            if embed_fields is None or isinstance(embed_fields, str)
+            else list(embed_fields)
+        )
         self.domain_field = domain_field
         self.reference_field = reference_field
         self.split = split

@@ -235,7 +235,7 @@ def regroup_labels(
         dm.regroup_cfg,
         train,
         ev,
-        text_fields=dm.text_fields,
+        text_fields=dm.embed_fields or dm.text_fields,
         domain_field=dm.domain_field,
         reference_field=dm.reference_field,
         cache_dir=dm.cache_dir,
