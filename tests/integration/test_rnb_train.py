@@ -52,3 +52,12 @@ def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     np.testing.assert_allclose(a, b, atol=1e-9)
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-5)
+
+
+def test_warmup_rounds_keep_uniform_weights(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    over = [*tiny_overrides, "strategy=rnb", "balance.warmup_rounds=2", "initial_eval=false"]
+    summary = train(compose("train", [*over, f"output_dir={tmp_path}"]))
+    traj = np.array([t["weights"] for t in summary["weights_trajectory"]])
+    m = traj.shape[1]
+    np.testing.assert_allclose(traj[:3], 1.0 / m)  # p0 + two warm-up rounds
+    assert np.abs(traj[3] - 1.0 / m).max() > 1e-3  # then R&B takes over

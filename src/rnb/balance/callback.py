@@ -197,7 +197,7 @@ class BalanceCallback(L.Callback):
         self.weights = new
         self.sampler.set_weights(new)
         if gram is not None and self.save_gram and trainer.is_global_zero:
-            self._save_gram(gram, counts)
+            self._save_gram(gram, extra.get("gram_counts", counts))
         gq = getattr(self.strategy, "last_gq_norm", None)
         if gq is not None:
             self.gq_norms.append(float(gq))
