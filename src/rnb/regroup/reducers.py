@@ -37,6 +37,13 @@ def _kind(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def _transform_fitted(model: Any, X: Any) -> np.ndarray:
+    """``model.transform(X)`` as float32, or a clear error before ``fit_transform``."""
+    if model is None:
+        raise NotFittedReducerError("reducer: call fit_transform on training data first")
+    return np.asarray(model.transform(_as_2d(X)), dtype=np.float32)
+
+
 def _clamp(requested: int, limit: int, what: str) -> int:
     if requested > limit:
         warnings.warn(
@@ -98,9 +105,7 @@ class PCAReducer:
 
     def transform(self, X: Any) -> np.ndarray:
         """Project new points with the fitted basis."""
-        if self._pca is None:
-            raise NotFittedReducerError("reducer: call fit_transform on training data first")
-        return np.asarray(self._pca.transform(_as_2d(X)), dtype=np.float32)
+        return _transform_fitted(self._pca, X)
 
     def fingerprint(self) -> str:
         """Stable hash of class + config."""
@@ -172,9 +177,7 @@ class UMAPReducer:
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed new points into the fitted manifold."""
-        if self._umap is None:
-            raise NotFittedReducerError("reducer: call fit_transform on training data first")
-        return np.asarray(self._umap.transform(_as_2d(X)), dtype=np.float32)
+        return _transform_fitted(self._umap, X)
 
     def fingerprint(self) -> str:
         """Stable hash of class + config."""
