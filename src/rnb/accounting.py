@@ -10,8 +10,6 @@ training costs ``6·N·D_t``; each strategy adds its own analytic term.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["OverheadMeter", "training_flops"]
@@ -32,18 +30,11 @@ class OverheadMeter:
         self.steps = 0
         self._step_t0: float | None = None
         self._depth = 0
+        self._section = _Section(self)
 
-    @contextmanager
-    def section(self) -> Iterator[None]:
-        """Time a block of mixing work (nested sections count once)."""
-        self._depth += 1
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self.mixing_s += time.perf_counter() - t0
+    def section(self) -> _Section:
+        """Context timing a block of mixing work (nested sections count once)."""
+        return self._section
 
     def add_flops(self, flops: float) -> None:
         """Record analytic FLOPs of mixing work."""
@@ -85,3 +76,26 @@ class OverheadMeter:
         self.step_s = float(state.get("step_s", 0.0))
         self.extra_flops = float(state.get("extra_flops", 0.0))
         self.steps = int(state.get("steps", 0))
+
+
+class _Section:
+    """Reusable timing context of one meter: a plain class rather than a generator-based
+    context manager, because it runs several times per training step."""
+
+    __slots__ = ("_meter", "_t0")
+
+    def __init__(self, meter: OverheadMeter) -> None:
+        self._meter = meter
+        self._t0 = 0.0
+
+    def __enter__(self) -> None:
+        meter = self._meter
+        meter._depth += 1
+        if meter._depth == 1:
+            self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        meter = self._meter
+        meter._depth -= 1
+        if meter._depth == 0:
+            meter.mixing_s += time.perf_counter() - self._t0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rnb.config import compose
@@ -33,6 +34,12 @@ def test_rnb_run(tmp_path: Path, tiny_overrides: list[str], mode: str) -> None:
     assert summary["balance_memory_bytes"] > 0
     assert summary["overhead"]["flops_pct"] > 0 and summary["overhead"]["wall_pct"] > 0
     assert summary["strategy"]["name"] == "RnB"
+    # per-round mixture metrics reach the logger at each round's step
+    logged = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    rows = logged.dropna(subset=["balance/gq_norm"])
+    assert rows["step"].tolist() == [4, 8, 12]
+    cols = [f"balance/weight/{d}" for d in summary["domains"]]
+    np.testing.assert_allclose(rows[cols].to_numpy(), traj[1:], rtol=1e-6)
 
 
 def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]) -> None:

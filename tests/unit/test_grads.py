@@ -390,8 +390,15 @@ def test_memory_estimates() -> None:
         est = HeadGradientCapture.estimate_memory_bytes(3, 300, 40, mode, 64, 16, include_bias=bias)
         assert cap.memory_bytes() == est
     sketch = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "sketch", 1024, 128)
-    exact = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "exact", 1024, 128)
+    exact = HeadGradientCapture.estimate_memory_bytes(
+        100, 50257, 768, "exact", 1024, 128, buffer_mb=0
+    )
     assert sketch <= 100e6 and exact == 4 * 100 * 50257 * 768 + 800
+    # the row buffer: whole rows of (V + d) fp32 within buffer_mb
+    buffered = HeadGradientCapture.estimate_memory_bytes(
+        100, 50257, 768, "exact", 1024, 128, buffer_mb=1
+    )
+    assert buffered - exact == 4 * (50257 + 768) * (2**20 // (4 * (50257 + 768)))
 
 
 class Clock:
@@ -411,3 +418,64 @@ def test_timer_wraps_both_hooks() -> None:
     cap.set_batch(torch.tensor([0, 1, 1]))
     model(torch.randn(3, 8)).sum().backward()
     assert clock.sections == 2  # forward-hook planning + backward accumulation
+
+
+# ----------------------------------------------------------------------------- row buffer
+def _steps(seed: int, n_steps: int, B: int = 6, T: int = 10, d: int = 9, V: int = 50):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_steps):
+        a, delta = torch.randn(B, T, d, generator=g), torch.randn(B, T, V, generator=g)
+        mask = torch.rand(B, T, generator=g) < 0.3  # gather layout: buffered
+        dom = torch.randint(0, 3, (B,), generator=g)
+        yield a, delta, dom, mask
+
+
+@pytest.mark.parametrize("mode", ["exact", "sketch"])
+def test_buffered_products_equal_per_step_products(mode: str) -> None:
+    """Tiny buffer: several flushes, one step larger than the buffer (direct path), a grad
+    scale, and reads mid-stream; results equal the unbuffered capture and brute force."""
+    head, m = nn.Linear(9, 50, bias=False), 3
+    kw = {"mode": mode, "sketch_out": 16, "sketch_in": 4}
+    ref_cap = HeadGradientCapture(head, m, buffer_mb=0, **kw)
+    vk, dk = (50, 9) if mode == "exact" else (16, 4)
+    buf_cap = HeadGradientCapture(head, m, buffer_mb=40 * 4 * (vk + dk) / 2**20, **kw)
+    assert buf_cap._buffer is not None and buf_cap._buffer.capacity == 40
+    exact = torch.zeros(m, 50 * 9, dtype=torch.float64)
+    for i, (a, delta, dom, mask) in enumerate(_steps(0, 12)):
+        if i == 5:
+            mask[:] = False
+            mask[:, :8] = True  # 48 rows > capacity 40, still the gather layout
+        for cap in (ref_cap, buf_cap):
+            cap.set_grad_scale(4.0)
+            cap.attach()
+            run_head(cap, a, 4.0 * delta, dom, mask)
+            cap.detach()
+        exact += exact_grads(a, delta * mask[..., None], dom, m)
+        if i == 7:  # a read mid-stream flushes; later steps keep accumulating
+            assert torch.allclose(buf_cap.accumulators, ref_cap.accumulators, atol=1e-5)
+    assert buf_cap._buffer.pending  # something was left to flush at the end
+    torch.testing.assert_close(buf_cap.accumulators, ref_cap.accumulators, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(buf_cap.counts, ref_cap.counts)
+    if mode == "exact":
+        assert rel_err(buf_cap.accumulators, exact) <= 1e-5
+
+
+def test_buffered_nonfinite_step_dropped_alone() -> None:
+    head, m = nn.Linear(9, 50, bias=False), 3
+    cap = HeadGradientCapture(head, m, mode="exact")
+    ref = HeadGradientCapture(head, m, mode="exact", buffer_mb=0)
+    for i, (a, delta, dom, mask) in enumerate(_steps(1, 4)):
+        if i == 2:
+            delta = delta.clone()
+            b, t = torch.nonzero(mask)[0].tolist()  # a selected row
+            delta[b, t, 3] = float("inf")
+        for c in (cap, ref):
+            c.attach()
+            run_head(c, a, delta, dom, mask)
+            c.detach()
+    assert cap._buffer is not None and cap._buffer.pending  # all four steps still buffered
+    assert cap.skipped_nonfinite == 1 == ref.skipped_nonfinite
+    torch.testing.assert_close(cap.accumulators, ref.accumulators, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(cap.accumulators).all()
+    torch.testing.assert_close(cap.counts, ref.counts)
+    assert cap.counts.sum() == 3 * 6  # three good steps of 6 examples
