@@ -144,7 +144,7 @@ class HeadGradientCapture:
         self._counts = torch.zeros(self.num_domains, dtype=torch.float64)
         self._skipped = 0
         self.buffer_mb = float(buffer_mb)
-        rows = int(self.buffer_mb * 2**20) // (4 * (self._vk + self._dk))
+        rows = int(self.buffer_mb * 2**20) // (2 * 4 * (self._vk + self._dk))  # + scratch
         self._buffer = RowBuffer(rows, self._vk, self._dk, device) if rows > 0 else None
         self._inv_scale = 1.0
         self._pending: tuple[np.ndarray, np.ndarray | None, RowPlan | None] | None = None
@@ -291,7 +291,7 @@ class HeadGradientCapture:
         vk, dk = _dims(V, d, mode, sketch_out, sketch_in, include_bias)
         d_aug = d + int(include_bias)
         sketch = (V if vk < V else 0) + (dk * d_aug if d_aug > dk else 0)
-        buffered = 4 * (vk + dk) * (int(buffer_mb * 2**20) // (4 * (vk + dk)))
+        buffered = 8 * (vk + dk) * (int(buffer_mb * 2**20) // (8 * (vk + dk)))
         held = num_domains * vk * dk + (sketch if mode == "sketch" else 0)
         return 4 * held + 8 * num_domains + buffered
 
@@ -352,23 +352,31 @@ class HeadGradientCapture:
         rows = a.numel() // (a.shape[0] * self.d)  # tokens per example (1 for [B, d] inputs)
         if mask is not None and mask.shape[1] != rows:
             raise ValueError(f"row_mask: need [B, {rows}], got {tuple(mask.shape)}")
-        with self._timed(), _no_autocast(a.device.type):
+        with self._timed():
             self._move_to(a.device)
             if plan is None:
                 plan = self._plan(dom, None, rows)
-            a_sel = self._prepare_inputs(a.detach().reshape(-1, self.d), plan)
-        output.register_hook(partial(self._grad_hook, plan=plan, a_sel=a_sel))
+            # The input rows are read in the backward hook: autograd keeps ``a`` alive until
+            # then anyway, and one copy straight into the row buffer beats two. A pre-hook on
+            # the output's node is what ``Tensor.register_hook`` installs, minus its overhead.
+            hook = partial(self._grad_hook, nr=output.output_nr, plan=plan, a=a.detach())
+            output.grad_fn.register_prehook(hook)
 
-    def _grad_hook(self, grad: torch.Tensor, plan: RowPlan, a_sel: torch.Tensor) -> None:
+    def _grad_hook(self, grads: tuple, nr: int, plan: RowPlan, a: torch.Tensor) -> None:
         # Few, large tensor ops on purpose: this runs once per backward with cold caches, where
         # every extra dispatch measured tens of microseconds on the default model.
-        # ``grad`` needs no no_grad(): hooks of a plain backward see tensors without history.
+        # No no_grad() needed: hooks of a plain backward see tensors without history.
+        grad = grads[nr]
+        if grad is None:
+            return
         with self._timed(), _no_autocast(grad.device.type):
             delta = grad.reshape(-1, self.V)
+            a = a.reshape(-1, self.d)
             buffer = self._buffer
             if plan.row_domains is not None and buffer is not None and plan.rows <= buffer.capacity:
-                self._buffered(delta, plan, a_sel, buffer)
+                self._buffered(delta, a, plan, buffer)
                 return
+            a_sel = self._prepare_inputs(a, plan)
             if plan.idx is not None:
                 delta = delta.index_select(0, plan.idx)
             if self._signs is not None:
@@ -385,7 +393,7 @@ class HeadGradientCapture:
             self._counts += plan.example_counts
 
     def _buffered(
-        self, delta: torch.Tensor, plan: RowPlan, a_sel: torch.Tensor, buffer: RowBuffer
+        self, delta: torch.Tensor, a: torch.Tensor, plan: RowPlan, buffer: RowBuffer
     ) -> None:
         """Copy this backward's selected rows into the buffer (products deferred to a flush)."""
         n = plan.rows
@@ -397,10 +405,13 @@ class HeadGradientCapture:
         else:
             rows = delta.index_select(0, plan.idx)
             d_out.copy_(rows if self._signs is None else count_sketch(rows, self._signs, self._vk))
-        if self._inv_scale != 1.0:
-            torch.mul(a_sel, self._inv_scale, out=a_out)
+        plain = not (self.include_bias or self._proj is not None or plan.row_weight is not None)
+        if plain and a.dtype == a_out.dtype:
+            torch.index_select(a, 0, plan.idx, out=a_out)
         else:
-            a_out.copy_(a_sel)
+            a_out.copy_(self._prepare_inputs(a, plan))
+        if self._inv_scale != 1.0:
+            a_out.mul_(self._inv_scale)
         buffer.commit(n, plan.row_domains, plan.example_counts)
 
     # ------------------------------------------------------------------ internals

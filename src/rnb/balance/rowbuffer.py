@@ -49,19 +49,23 @@ class RowBuffer:
         self.device = torch.device(device)
         self._delta: torch.Tensor | None = None  # allocated on first use
         self._a: torch.Tensor | None = None
+        # Flushes gather into a persistent scratch of the same size: a fresh allocation of
+        # several MB per flush costs page faults every time.
+        self._delta_sorted: torch.Tensor | None = None
+        self._a_sorted: torch.Tensor | None = None
         self.fill = 0
         self._steps: list[_Step] = []
 
     def nbytes(self) -> int:
-        """Bytes of the buffer (allocated lazily; a flush briefly needs as much again)."""
-        return 4 * self.capacity * (self.vk + self.dk)
+        """Bytes of the buffer and its sorting scratch (allocated on first use)."""
+        return 2 * 4 * self.capacity * (self.vk + self.dk)
 
     def to(self, device: torch.device) -> None:
         """Follow the head to another device (only while empty)."""
         if self.fill:
             raise RuntimeError("RowBuffer: cannot move a non-empty buffer; flush first")
         self.device = torch.device(device)
-        self._delta = self._a = None
+        self._delta = self._a = self._delta_sorted = self._a_sorted = None
 
     @property
     def pending(self) -> bool:
@@ -75,8 +79,12 @@ class RowBuffer:
     def slot(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of the next ``n`` free rows (``δ``, ``a``) to write into; `commit` them."""
         if self._delta is None or self._a is None:
-            self._delta = torch.empty(self.capacity, self.vk, device=self.device)
-            self._a = torch.empty(self.capacity, self.dk, device=self.device)
+            self._delta, self._delta_sorted = (
+                torch.empty(self.capacity, self.vk, device=self.device) for _ in range(2)
+            )
+            self._a, self._a_sorted = (
+                torch.empty(self.capacity, self.dk, device=self.device) for _ in range(2)
+            )
         end = self.fill + n
         return self._delta[self.fill : end], self._a[self.fill : end]
 
@@ -129,6 +137,7 @@ class RowBuffer:
     def _gather(self, steps: list[_Step]) -> tuple[torch.Tensor, torch.Tensor, list]:
         """The steps' rows sorted by domain (one gather each for δ and a) and the segments."""
         assert self._delta is not None and self._a is not None
+        assert self._delta_sorted is not None and self._a_sorted is not None
         doms = np.concatenate([s.row_domains for s in steps])
         pos = np.concatenate([np.arange(s.start, s.end) for s in steps])
         order = np.argsort(doms, kind="stable")
@@ -138,4 +147,7 @@ class RowBuffer:
         ends = [*starts[1:], doms.size]
         sorted_doms = doms[order]
         segments = [(int(sorted_doms[s]), s, e) for s, e in zip(starts, ends, strict=True)]
-        return self._delta.index_select(0, idx), self._a.index_select(0, idx), segments
+        n = doms.size
+        delta = torch.index_select(self._delta, 0, idx, out=self._delta_sorted[:n])
+        a = torch.index_select(self._a, 0, idx, out=self._a_sorted[:n])
+        return delta, a, segments
