@@ -399,6 +399,22 @@ def test_memory_estimates() -> None:
         100, 50257, 768, "exact", 1024, 128, buffer_mb=1
     )
     assert buffered - exact == 8 * (50257 + 768) * (2**20 // (8 * (50257 + 768)))
+    # auto: 8x the accumulators, within [1, 32] MiB
+    assert HeadGradientCapture(nn.Linear(64, 2048), 6, mode="exact").buffer_mb == 24.0
+    assert HeadGradientCapture(nn.Linear(64, 2048), 20, mode="exact").buffer_mb == 32.0
+    assert HeadGradientCapture(nn.Linear(4, 10), 2, mode="exact").buffer_mb == 1.0
+    big = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "sketch", 512, 256)
+    assert (
+        big
+        - HeadGradientCapture.estimate_memory_bytes(
+            100, 50257, 768, "sketch", 512, 256, buffer_mb=0
+        )
+        <= 32 * 2**20
+    )
+    with pytest.raises(ValueError, match="buffer_mb"):
+        HeadGradientCapture(nn.Linear(4, 10), 2, buffer_mb="fast")
+    with pytest.raises(ValueError, match="buffer_mb"):
+        HeadGradientCapture(nn.Linear(4, 10), 2, buffer_mb=-1)
 
 
 class Clock:

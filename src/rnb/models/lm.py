@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,15 +120,16 @@ class CausalLMModule(L.LightningModule):
             )
         return mod
 
-    def head_row_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, T]`` True where the head's output gets a gradient.
+    def head_row_mask(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Host-side ``[B, T]`` bool array, True where the head's output gets a gradient.
 
         Position ``t`` predicts label ``t + 1``; the last position and positions whose next
-        label is ignored have ``δ = 0``, so gradient capture skips them.
+        label is ignored have ``δ = 0``, so gradient capture skips them. NumPy because the
+        capture plans rows on the host (a few NumPy ops cost less than torch dispatches).
         """
-        labels = batch["labels"]
-        mask = torch.zeros_like(labels, dtype=torch.bool)
-        mask[:, :-1] = labels[:, 1:] != -100
+        labels = batch["labels"].detach().cpu().numpy()
+        mask = np.zeros(labels.shape, dtype=bool)
+        np.not_equal(labels[:, 1:], -100, out=mask[:, :-1])
         return mask
 
     def num_parameters(self) -> int:
