@@ -116,7 +116,12 @@ def timing(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None
     head, m = model.lm_head, args.domains
     caps: dict[str, object] = {"none": None, "noop_hooks": NoopHook(head)}
     caps.update(
-        {k: HeadGradientCapture(head, m, timer=Clock(), **kw) for k, kw in VARIANTS.items()}
+        # buffer_mb=0: products every step, so each timed step carries its whole cost (a
+        # median over steps would otherwise skip the occasional flush of a buffered run).
+        {
+            k: HeadGradientCapture(head, m, timer=Clock(), buffer_mb=0, **kw)
+            for k, kw in VARIANTS.items()
+        }
     )
     names = list(caps)
     times: dict[str, list[float]] = {k: [] for k in names}

@@ -26,7 +26,7 @@ _FORMS = ("normalized", "unnormalized")
 # Columns of the accumulator converted to float64 at a time in `raw_gram`: bounds the extra
 # memory to about 32 MiB whatever D is (an [m, D] float64 copy of a sketch for m = 100 would
 # cost 100 MiB, of exact GPT-Neo accumulators 30 GiB).
-_GRAM_CHUNK_ELEMS = 1 << 22
+_GRAM_CHUNK = 8192  # columns per fp32 product in raw_gram
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,14 @@ def raw_gram(accumulators: torch.Tensor) -> torch.Tensor:
         )
     m, dim = accumulators.shape
     out = torch.zeros(m, m, dtype=torch.float64, device=accumulators.device)
-    step = max(1, _GRAM_CHUNK_ELEMS // max(m, 1))
-    # Chunk along D so the float64 copy stays small; summing chunk products in float64 keeps
-    # the round-off far below the sketch error even for D ~ 4e7.
-    for start in range(0, dim, step):
-        chunk = accumulators[:, start : start + step].to(torch.float64)
-        out.addmm_(chunk, chunk.T)
+    # Products of fp32 chunks of D, summed in float64: each chunk's round-off is that of an
+    # 8192-term fp32 dot product (~1e-6 relative), far below the sketch error, and the fp32
+    # GEMMs are ~4x faster than a float64 copy plus float64 GEMM (8 vs 2 ms per round for
+    # 20 domains × 131k on 2 cores).
+    x = accumulators if accumulators.dtype == torch.float64 else accumulators.float()
+    for start in range(0, dim, _GRAM_CHUNK):
+        chunk = x[:, start : start + _GRAM_CHUNK]
+        out += (chunk @ chunk.T).double()
     return 0.5 * (out + out.T)
 
 
