@@ -42,7 +42,12 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
 def build_run(
     cfg: DictConfig, out: Path, callbacks: list[L.Callback] | None = None
 ) -> dict[str, Any]:
-    """Instantiate the DataModule, model, strategy, callbacks and trainer of a run."""
+    """Instantiate the DataModule, model, strategy, callbacks and trainer of a run.
+
+    Seeds everything with ``cfg.seed`` first, so a run built here (by `train` or by a
+    benchmark driving the trainer itself) starts from the same weights every time.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = instantiate(cfg.data, regroup=None, _recursive_=False)
     dm.regroup_cfg = cfg.regroup if enabled(cfg.get("regroup")) else None
     dm.output_dir = out
@@ -98,7 +103,6 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     if cfg.output_dir is None:
         cfg = OmegaConf.merge(cfg, {"output_dir": str(out)})
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build_run(cfg, out, callbacks)
     dm, model, balance, trainer = run["datamodule"], run["model"], run["balance"], run["trainer"]
     ckpt_path = _resume_path(cfg, out)
