@@ -2,11 +2,11 @@
 gradients, §Making capture cheap).
 
 For ``s = a Wᵀ + b`` the gradient of the loss restricted to rows ``R`` is ``Σ_{r∈R} δ_rᵀ a_r``
-with ``δ = ∂loss/∂s``. A forward hook keeps ``a`` (autograd keeps it anyway) and puts a tensor
-hook on ``s``; the tensor hook receives ``δ`` during the normal backward pass and adds each
-domain's ``δ_Rᵀ a_R`` into a preallocated fp32 accumulator. No extra forward/backward, no
-per-example tensors, and ``.grad`` is never read (a tied embedding adds its own gradient
-there).
+with ``δ = ∂loss/∂s``. A forward hook keeps ``a`` (autograd keeps it anyway) and puts a
+pre-hook on the autograd node of ``s``; that hook receives ``δ`` during the normal backward
+pass and each domain's ``δ_Rᵀ a_R`` ends up in a preallocated fp32 accumulator. No extra
+forward/backward, no per-example tensors, and ``.grad`` is never read (a tied embedding adds
+its own gradient there).
 
 Scale: ``δ`` is the gradient of whatever is backpropagated. Lightning divides the loss by
 ``accumulate_grad_batches`` and HF causal-LM losses average over the batch's valid tokens, so
@@ -35,10 +35,12 @@ the sum over a round's many examples averages down (method.md: ~10% Gram error, 
 
 Rows: ``[B, d]`` inputs have one row per example, ``[B, T, d]`` (or ``[B, ..., d]``) inputs
 one row per token, each inheriting its example's domain. An optional row mask excludes
-ignored/padded rows. Few selected rows are gathered (grouped by domain); otherwise ``δ`` is
-used in place, one product per run of same-domain examples, since copying a large ``δ`` costs
-more than the products. Host syncs: one per backward (the finiteness check), plus one per
-`set_batch` if the ids live on the GPU.
+ignored/padded rows. Rows are planned on the host in `set_batch` (`rnb.balance.rows`). When at
+most half the rows are selected, the backward hook only copies them into a row buffer and
+the per-domain products run once per flush (`rnb.balance.rowbuffer`); otherwise ``δ`` is used
+in place, one product per run of same-domain examples, since copying a large ``δ`` costs more
+than the products. Host syncs: one per flush (or per backward when unbuffered: the
+finiteness check), plus one per `set_batch` if the ids or the mask live on the GPU.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import torch
 from torch import nn
 
 from rnb.balance.rnb_math import raw_gram
-from rnb.balance.rowbuffer import RowBuffer
+from rnb.balance.rowbuffer import RowBuffer, buffer_rows, buffer_size_mb
 from rnb.balance.rows import RowPlan, plan_rows
 from rnb.balance.sketch import count_sketch, orthogonal_projection, stream_seed
 
@@ -141,8 +143,8 @@ class HeadGradientCapture:
         self._acc_views = list(self._acc.view(-1, self._vk, self._dk).unbind(0))
         self._counts = torch.zeros(self.num_domains, dtype=torch.float64)
         self._skipped = 0
-        self.buffer_mb = _buffer_mb(buffer_mb, self.num_domains, self._vk, self._dk)
-        rows = _buffer_rows(self.buffer_mb, self._vk, self._dk)
+        self.buffer_mb = buffer_size_mb(buffer_mb, self.num_domains, self._vk, self._dk)
+        rows = buffer_rows(self.buffer_mb, self._vk, self._dk)
         self._buffer = RowBuffer(rows, self._vk, self._dk, device) if rows > 0 else None
         self._inv_scale = 1.0
         self._pending: tuple[np.ndarray, np.ndarray | None, RowPlan | None] | None = None
@@ -291,8 +293,8 @@ class HeadGradientCapture:
         vk, dk = _dims(V, d, mode, sketch_out, sketch_in, include_bias)
         d_aug = d + int(include_bias)
         sketch = (V if vk < V else 0) + (dk * d_aug if d_aug > dk else 0)
-        mb = _buffer_mb(buffer_mb, num_domains, vk, dk)
-        buffered = 8 * (vk + dk) * _buffer_rows(mb, vk, dk)
+        mb = buffer_size_mb(buffer_mb, num_domains, vk, dk)
+        buffered = 8 * (vk + dk) * buffer_rows(mb, vk, dk)
         held = num_domains * vk * dk + (sketch if mode == "sketch" else 0)
         return 4 * held + 8 * num_domains + buffered
 
@@ -454,30 +456,6 @@ def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _buffer_mb(buffer_mb: float | str, m: int, vk: int, dk: int) -> float:
-    """Row-buffer size in MiB; ``"auto"``: 8× the accumulators, within [1, 32] MiB.
-
-    A flush reads and writes every domain's ``vk×dk`` accumulator, so the more rows a flush
-    carries, the less that traffic costs per row (default model, 6 domains: 6 MiB → 0.68,
-    12 → 0.57, 32 → 0.48 ms/step of flushing; 20 domains: 8 → 1.0, 32 → 0.57). The cap
-    keeps a GPT-Neo-125M-sized sketch (m = 100, 53 MB of accumulators) under 100 MB in all.
-    """
-    if isinstance(buffer_mb, str):
-        if buffer_mb != "auto":
-            raise ValueError(
-                f"balance.capture.buffer_mb: need a number >= 0 or 'auto', got {buffer_mb!r}"
-            )
-        return min(32.0, max(1.0, 8 * 4 * m * vk * dk / 2**20))
-    if not float(buffer_mb) >= 0:
-        raise ValueError(f"balance.capture.buffer_mb: need >= 0 or 'auto', got {buffer_mb}")
-    return float(buffer_mb)
-
-
-def _buffer_rows(buffer_mb: float, vk: int, dk: int) -> int:
-    """Rows of ``δ`` and ``a`` (each held twice: buffer + sorting scratch) in ``buffer_mb``."""
-    return int(buffer_mb * 2**20) // (2 * 4 * (vk + dk))
 
 
 def _host(x: torch.Tensor | np.ndarray) -> np.ndarray:
