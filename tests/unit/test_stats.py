@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from rnb.balance.stats import DomainStats
@@ -42,3 +43,9 @@ def test_reset_keeps_run_wide_skip_count_and_state_round_trips() -> None:
     assert other.skipped_nonfinite == 1
     counts, loss_sum = other.reduced(lambda t: 2 * t)  # a 2-rank SUM stand-in
     assert counts.tolist() == [0.0, 4.0] and loss_sum.tolist() == [0.0, 12.0]
+
+
+def test_totals_are_read_only() -> None:
+    stats = DomainStats(2)
+    with pytest.raises(AttributeError, match="read-only"):
+        stats.counts = torch.zeros(2)

@@ -58,6 +58,7 @@ from torch import nn
 from rnb.balance.rnb_math import raw_gram
 from rnb.balance.rowbuffer import RowBuffer, buffer_rows, buffer_size_mb
 from rnb.balance.rows import RowPlan, plan_rows
+from rnb.balance.settled import Settled
 from rnb.balance.sketch import count_sketch, orthogonal_projection, stream_seed
 
 __all__ = ["HeadGradientCapture"]
@@ -219,23 +220,15 @@ class HeadGradientCapture:
         self._inv_scale = 1.0 / scale
 
     # ------------------------------------------------------------------ results
-    @property
-    def accumulators(self) -> torch.Tensor:
-        """fp32 ``[m, vk·dk]`` per-domain gradient sums (buffered rows included)."""
-        self.flush()
-        return self._acc
-
-    @property
-    def counts(self) -> torch.Tensor:
-        """float64 ``[m]`` examples whose gradients were accumulated (finite steps only)."""
-        self.flush()
-        return self._counts
-
-    @property
-    def skipped_nonfinite(self) -> int:
-        """(Micro-)batches skipped this round for non-finite ``δ`` or ``a``."""
-        self.flush()
-        return self._skipped
+    accumulators: Settled[torch.Tensor] = Settled(
+        "_acc", "flush", "fp32 ``[m, vk·dk]`` per-domain gradient sums (buffered rows included)."
+    )
+    counts: Settled[torch.Tensor] = Settled(
+        "_counts", "flush", "float64 ``[m]`` examples accumulated (finite steps only)."
+    )
+    skipped_nonfinite: Settled[int] = Settled(
+        "_skipped", "flush", "(Micro-)batches skipped this round for non-finite ``δ`` or ``a``."
+    )
 
     def flush(self) -> None:
         """Run the deferred per-domain products of buffered rows (see `rnb.balance.rowbuffer`).

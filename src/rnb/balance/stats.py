@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from rnb.balance.settled import Settled
+
 __all__ = ["DomainStats"]
 
 
@@ -27,23 +29,15 @@ class DomainStats:
         self._skipped = torch.zeros((), dtype=torch.long, device=device)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    @property
-    def counts(self) -> torch.Tensor:
-        """float64 ``[m]`` examples with a finite loss per domain (this rank)."""
-        self._fold()
-        return self._counts
-
-    @property
-    def loss_sum(self) -> torch.Tensor:
-        """float64 ``[m]`` sum of finite per-example losses per domain (this rank)."""
-        self._fold()
-        return self._loss_sum
-
-    @property
-    def skipped_nonfinite(self) -> int:
-        """Examples skipped for a non-finite loss (reading it syncs with the device)."""
-        self._fold()
-        return int(self._skipped)
+    counts: Settled[torch.Tensor] = Settled(
+        "_counts", "_fold", "float64 ``[m]`` examples with a finite loss per domain (this rank)."
+    )
+    loss_sum: Settled[torch.Tensor] = Settled(
+        "_loss_sum", "_fold", "float64 ``[m]`` sum of finite per-example losses (this rank)."
+    )
+    skipped_nonfinite: Settled[int] = Settled(
+        "_skipped", "_fold", "Examples skipped for a non-finite loss (syncs with the device).", int
+    )
 
     def update(self, domain: torch.Tensor, example_loss: torch.Tensor) -> None:
         """Add one (micro-)batch; examples with a non-finite loss are skipped."""
