@@ -165,6 +165,9 @@ class CausalLMModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         mean, per_domain, counts = self.val_metric.compute()
         self.val_metric.reset()
+        # torchmetrics squeezes one-element outputs to 0-d tensors: with one domain (m = 1)
+        # the per-domain vectors must stay [m] to pair with the domain names.
+        per_domain, counts = per_domain.reshape(-1), counts.reshape(-1)
         logs = {"val/loss": mean}
         for name, value, c in zip(self.domain_names, per_domain, counts, strict=True):
             if c > 0:

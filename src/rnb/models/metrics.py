@@ -13,7 +13,9 @@ class DomainLoss(Metric):
 
     ``compute()`` returns ``(mean over examples, per-domain means [m], per-domain counts
     [m])``. The overall mean equals the count-weighted (``q``-weighted) average of the
-    domain means. A domain without examples reports ``nan`` with count 0.
+    domain means. A domain without examples reports ``nan`` with count 0. Note that
+    torchmetrics squeezes one-element outputs of ``compute()``: with ``m = 1`` the
+    per-domain outputs are 0-d, so callers reshape them to ``[m]``.
     """
 
     full_state_update = False
