@@ -71,7 +71,7 @@ def test_missing_field_lists_columns() -> None:
         match=r"data.text_fields: field 'text' not in columns \['a', 'cat', 'q', 'skill'\]",
     ):
         build_texts(ROWS, ["text"])
-    with pytest.raises(ValueError, match="data.text_fields: template field"):
+    with pytest.raises(ValueError, match="data.text_fields: field .nope. not in columns"):
         build_texts(ROWS, "{nope}")
     with pytest.raises(ValueError, match="data.domain_field='dom' missing"):
         column(ROWS, "dom", "data.domain_field")

@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader
 
 from rnb.data.labels import DomainLabels, labels_from_field, single_domain
 from rnb.data.sampler import MixtureBatchSampler
-from rnb.data.sources import build_texts, column, load_records, split_records
+from rnb.data.sources import (
+    build_texts,
+    check_records,
+    column,
+    field_roles,
+    load_records,
+    split_records,
+)
 from rnb.data.tokenize import encode_examples, load_tokenizer
 
 __all__ = ["RnBDataModule"]
@@ -49,6 +56,11 @@ class RnBDataModule(L.LightningDataModule):
         cache_dir: tokenizer / embedding / label caches.
         regroup: the Regroup config (``None`` = keep predefined domains).
         seed: drives splitting and sampling.
+        encoding: text encoding of the data files (``data.encoding``).
+        encoding_errors: ``strict`` or ``replace`` for undecodable bytes
+            (``data.encoding_errors``).
+        on_missing: ``error`` or ``drop`` for records with a missing value in a field
+            the run reads (``data.on_missing``).
     """
 
     def __init__(
@@ -71,6 +83,9 @@ class RnBDataModule(L.LightningDataModule):
         cache_dir: str = ".rnb_cache",
         regroup: Any = None,
         seed: int = 0,
+        encoding: str = "utf-8",
+        encoding_errors: str = "strict",
+        on_missing: str = "error",
     ) -> None:
         super().__init__()
         if train_path is None and synthetic is None:
@@ -104,23 +119,49 @@ class RnBDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.regroup_cfg = regroup
         self.seed = seed
+        self.encoding, self.encoding_errors = encoding, encoding_errors
+        self.on_missing = on_missing
         self.output_dir: Path | None = None  # set by train(); Regroup reports go there
         self._ready = False
         self.regroup_summary: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ records
     def load_splits(self) -> tuple[list[dict], list[dict]]:
-        """Train and eval records (deterministic for a given config)."""
+        """Train and eval records (deterministic for a given config; read once)."""
+        # Lightning calls prepare_data again in every fit/validate: read the files once
+        memo = (self.regroup_cfg is not None, self.train_path, self.eval_path)
+        if getattr(self, "_splits", (None,))[0] != memo:
+            self._splits = (memo, self._read_splits())
+        return self._splits[1]
+
+    def _read_splits(self) -> tuple[list[dict], list[dict]]:
         if self.train_path is None:
             from rnb.data.synthetic import SyntheticConfig, generate
 
             cfg = dict(self.synthetic or {})
             cfg.setdefault("seed", self.seed)
             return generate(SyntheticConfig(**cfg))
-        train = load_records(self.train_path, "data.train_path", self.split)
+        train = self._load(self.train_path, "data.train_path")
         if self.eval_path:
-            return train, load_records(self.eval_path, "data.eval_path", self.split)
-        return split_records(train, self.eval_fraction, self.seed)
+            return train, self._load(self.eval_path, "data.eval_path")
+        # stratified by the predefined domains, so each keeps a training example
+        domains = (
+            column(train, self.domain_field, "data.domain_field") if self.domain_field else None
+        )
+        return split_records(train, self.eval_fraction, self.seed, domains)
+
+    def _load(self, path: str, key: str) -> list[dict]:
+        """Records of one file, with ``data.on_missing`` applied to every field read."""
+        records = load_records(path, key, self.split, self.encoding, self.encoding_errors)
+        regroup = self.regroup_cfg is not None  # embed / reference fields feed Regroup only
+        roles = field_roles(
+            self.text_fields,
+            self.target_field,
+            self.embed_fields if regroup else None,
+            self.domain_field,
+            self.reference_field if regroup else None,
+        )
+        return check_records(records, roles, self.on_missing, f"{key}='{path}'")
 
     def _model_io(self, records: list[dict]) -> tuple[list[str], list[str] | None]:
         if self.target_field is None:
