@@ -139,7 +139,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     }
     if trainer.is_global_zero:
         tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
         tmp.replace(out / "summary.json")
         log.info(
             "eval_loss %.4f (initial %s) -> %s",

@@ -48,7 +48,7 @@ def load_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     paths: list[Path] = []
     for root in [roots] if isinstance(roots, str | Path) else roots:
         paths.extend(find_summaries(root))
-    rows = [_row(p, json.loads(p.read_text())) for p in paths]
+    rows = [_row(p, json.loads(p.read_text(encoding="utf-8"))) for p in paths]
     return pd.DataFrame(rows)
 
 
@@ -70,7 +70,7 @@ def compare(runs: pd.DataFrame, by: tuple[str, ...] = ("strategy", "regroup")) -
 
 def weights_frame(summary_path: str | Path) -> pd.DataFrame:
     """The weight trajectory of one run: index = step, columns = domains."""
-    summary = json.loads(Path(summary_path).read_text())
+    summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
     traj = summary["weights_trajectory"]
     return pd.DataFrame(
         np.array([t["weights"] for t in traj]),
