@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,36 +17,12 @@ from rnb.data.sources import (
     load_records,
     split_records,
 )
+from tests.data_files import BYTE_POS, POS, write, write_bytes_text
 
 ROWS = [
     {"text": f"example {i} of {d}", "out": f"answer {i}", "emb": d, "source": d, "ref": f"r{i % 2}"}
     for i, d in enumerate(["math", "code", "prose"] * 4)
 ]
-#: 1-based position of record index 2 as each reader reports it
-POS = {"jsonl": "line 3", "json": "item 3", "csv": "row 3", "parquet": "row 3", "hf": "row 3"}
-
-
-def write(fmt: str, rows: list[dict], tmp: Path) -> Path:
-    """``rows`` in format ``fmt`` (``None`` = null / empty cell; an absent key stays absent)."""
-    if fmt == "jsonl":
-        p = tmp / "d.jsonl"
-        p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    elif fmt == "json":
-        p = tmp / "d.json"  # one item per line: item i is on line i + 1
-        p.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]", encoding="utf-8")
-    elif fmt == "csv":
-        p = tmp / "d.csv"
-        pd.DataFrame(rows).to_csv(p, index=False)
-    elif fmt == "parquet":
-        p = tmp / "d.parquet"
-        pq.write_table(pa.Table.from_pylist(rows), p)
-    else:
-        datasets = pytest.importorskip("datasets")
-        p = tmp / "d_hf"
-        datasets.Dataset.from_list(rows).save_to_disk(str(p))
-    return p
-
-
 ROLES = {
     "data.text_fields": "text",
     "data.target_field": "out",
@@ -141,17 +115,12 @@ def test_on_missing_drop_skips_and_counts(tmp_path: Path, caplog: pytest.LogCapt
 
 
 # ------------------------------------------------------------------ undecodable text
+#: the text readers (Parquet / dataset binary columns: test_binary_columns_...)
+LINE = {f: BYTE_POS[f] for f in ("jsonl", "json", "csv")}
+
+
 def _latin1(fmt: str, tmp: Path) -> Path:
-    """A file whose record index 2 holds the Latin-1 byte 0xe9 (``é``) in its text."""
-    rows = [dict(r) for r in ROWS]
-    rows[2]["text"] = "caf@@ au lait"
-    path = write(fmt, rows, tmp)
-    path.write_bytes(path.read_bytes().replace(b"@@", b"\xe9"))
-    return path
-
-
-#: where each text reader reports the bad byte of record index 2
-LINE = {"jsonl": "line 3", "json": "line 4", "csv": "line 4"}
+    return write_bytes_text(fmt, ROWS, tmp, b"\xe9")
 
 
 @pytest.mark.parametrize("fmt", list(LINE))

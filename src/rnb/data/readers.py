@@ -235,14 +235,30 @@ def _parquet(path: Path, policy: TextPolicy, key: str) -> list[Record]:
     return [policy.clean(r, f"{path}, row {i}") for i, r in enumerate(rows, 1)]
 
 
-def read_hf(path_or_name: str, split: str | None, policy: TextPolicy) -> list[Record]:
+def _load_from_disk(p: Path, key: str) -> Any:
+    import datasets
+
+    state = p / "state.json"
+    if state.exists() and json.loads(state.read_text(encoding="utf-8")).get("_data_files") == []:
+        return []  # a saved 0-row dataset, which datasets itself fails to load (IndexError)
+    try:
+        return datasets.load_from_disk(str(p))
+    except (FileNotFoundError, IndexError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"{key}='{p}': not a readable datasets.save_to_disk directory ({err!r})"
+        ) from err
+
+
+def read_hf(
+    path_or_name: str, split: str | None, policy: TextPolicy, key: str = "data.train_path"
+) -> list[Record]:
     """Rows of a ``datasets.save_to_disk`` directory or a hub dataset (``data.split``)."""
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - exercised only without the extra
         raise ImportError("HF datasets support needs `pip install 'rnb[hf]'`") from err
     p = Path(path_or_name)
-    ds = datasets.load_from_disk(str(p)) if p.exists() else datasets.load_dataset(path_or_name)
+    ds = _load_from_disk(p, key) if p.exists() else datasets.load_dataset(path_or_name)
     if isinstance(ds, datasets.DatasetDict):
         name = split or ("train" if "train" in ds else next(iter(ds)))
         if name not in ds:

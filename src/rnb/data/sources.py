@@ -58,12 +58,12 @@ def load_records(
     """
     policy = TextPolicy(path, encoding, encoding_errors)
     if path.startswith("hf:"):
-        rows = read_hf(path[3:], split, policy)
+        rows = read_hf(path[3:], split, policy, key)
     else:
         p = Path(path).expanduser()
         if not p.exists():
             raise FileNotFoundError(f"{key}='{path}' does not exist")
-        rows = read_hf(str(p), split, policy) if p.is_dir() else read_file(p, key, policy)
+        rows = read_hf(str(p), split, policy, key) if p.is_dir() else read_file(p, key, policy)
     policy.report()
     if not rows:
         raise ValueError(f"{key}='{path}' contains no records")
