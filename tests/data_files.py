@@ -10,6 +10,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import TINY
+
+#: The default TINY run (model, trainer) on a small ``data=files`` file instead of the testbed.
+FILES = [
+    *(o for o in TINY if not o.startswith("data.")),
+    "data=files",
+    "data.text_fields=[text]",
+    "data.domain_field=source",
+    "data.eval_fraction=0.2",
+    "data.batch_size=4",
+    "data.eval_batch_size=16",
+    "data.max_length=32",
+    "data.tokenizer.vocab_size=300",
+    "data.tokenizer.min_frequency=1",
+]
 #: Every source format ``load_records`` reads (``hf`` = a ``datasets.save_to_disk`` dir).
 FORMATS = ("jsonl", "json", "csv", "parquet", "hf")
 #: 1-based position of record index 2 as each reader reports it.

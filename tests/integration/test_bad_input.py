@@ -14,22 +14,8 @@ from hydra.utils import instantiate
 
 from rnb.config import compose
 from rnb.train import train
-from tests.conftest import TINY
-from tests.data_files import BYTE_POS, FORMATS, POS, write, write_bytes_text, write_empty
+from tests.data_files import BYTE_POS, FILES, FORMATS, POS, write, write_bytes_text, write_empty
 
-#: tiny model / trainer of the default TINY run, on a small file instead of the testbed
-FILES = [
-    *(o for o in TINY if not o.startswith("data.")),
-    "data=files",
-    "data.text_fields=[text]",
-    "data.domain_field=source",
-    "data.eval_fraction=0.2",
-    "data.batch_size=4",
-    "data.eval_batch_size=16",
-    "data.max_length=32",
-    "data.tokenizer.vocab_size=300",
-    "data.tokenizer.min_frequency=1",
-]
 ROWS = [
     {"text": f"record {i} is about {d} and more {d}", "source": d}
     for i, d in enumerate(["math", "code", "prose"] * 8)
