@@ -112,7 +112,9 @@ def test_on_missing_drop_fallback(tmp_path: Path, fmt: str) -> None:
     assert "nan" not in dm.domain_names and "None" not in dm.domain_names
 
 
-@pytest.mark.parametrize("case", ["one_domain", "one_record_per_domain", "missing_drop"])
+@pytest.mark.parametrize(
+    "case", ["one_domain", "one_record_per_domain", "missing_drop", "undecodable_replace"]
+)
 def test_fallbacks_train(tmp_path: Path, case: str) -> None:
     """The documented fallbacks train through Lightning's Trainer (CSV, the issue's format)."""
     rows = [dict(r) for r in ROWS]
@@ -121,10 +123,29 @@ def test_fallbacks_train(tmp_path: Path, case: str) -> None:
         rows, extra = [{"text": r["text"]} for r in rows], ["data.domain_field=null"]
     elif case == "one_record_per_domain":
         rows.append({"text": "the only alpha record", "source": "alpha"})
-    else:
+    elif case == "missing_drop":
         rows[2]["text"], extra = None, ["data.on_missing=drop"]
-    path = write("csv", rows, tmp_path)
+    if case == "undecodable_replace":
+        # every stage sees the replaced text: tokenizer, TF-IDF embedder, Regroup reports
+        rows = [{**r, "text": r["text"] + " naïve café"} for r in rows]
+        path = write_bytes_text("csv", rows, tmp_path, b"\xe9")
+        extra = ["data.encoding_errors=replace", *REGROUP]
+    else:
+        path = write("csv", rows, tmp_path)
     cfg = compose("train", [*FILES, f"data.train_path={path}", f"output_dir={tmp_path}", *extra])
     summary = train(cfg)
     assert summary["steps"] == 12 and summary["eval_loss"] < summary["eval_loss_initial"]
     assert (tmp_path / "summary.json").exists()
+    if case == "undecodable_replace":
+        assert summary["regroup"]["k"] in (2, 3)
+        assert (tmp_path / "regroup.md").read_text(encoding="utf-8").strip()
+
+
+REGROUP = [
+    "regroup=kmeans",
+    "regroup/embedder=tfidf",
+    "regroup.embedder.dim=8",
+    "regroup.embedder.progress=false",
+    "regroup.k_values=[2,3]",
+    "regroup.min_cluster_size=2",
+]

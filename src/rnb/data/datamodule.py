@@ -31,7 +31,8 @@ class RnBDataModule(L.LightningDataModule):
     """Training/eval data with domains, eval proportions and a mixture sampler.
 
     Records come from the built-in testbed (``synthetic`` set) or from ``train_path``
-    (+ optional ``eval_path``, else a seeded ``eval_fraction`` split). Domains come from
+    (+ optional ``eval_path``, else a seeded ``eval_fraction`` split, stratified by
+    ``domain_field`` when set, see :func:`rnb.data.split.split_records`). Domains come from
     Regroup (``regroup`` set, see :mod:`rnb.regroup`), else from ``domain_field``, else one
     domain ``all``.
 
