@@ -93,6 +93,13 @@ def test_csv_keeps_cells_verbatim(tmp_path: Path) -> None:
     assert [r["source"] for r in rows] == ["None", "1"] and rows[0]["id"] == "007"
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_byte_order_mark_is_not_data(tmp_path: Path, fmt: str) -> None:
+    path = write(fmt, ROWS, tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_records(str(path))[0]["text"] == ROWS[0]["text"]
+
+
 def test_tsv_is_split_on_tabs(tmp_path: Path) -> None:
     p = tmp_path / "t.tsv"
     p.write_text("text\tsource\na, b\tx\n", encoding="utf-8")

@@ -130,7 +130,10 @@ class RnBDataModule(L.LightningDataModule):
     def load_splits(self) -> tuple[list[dict], list[dict]]:
         """Train and eval records (deterministic for a given config; read once)."""
         # Lightning calls prepare_data again in every fit/validate: read the files once
-        memo = (self.regroup_cfg is not None, self.train_path, self.eval_path)
+        settings = ("train_path", "eval_path", "eval_fraction", "synthetic", "seed", "split")
+        settings += ("text_fields", "target_field", "embed_fields", "domain_field")
+        settings += ("reference_field", "encoding", "encoding_errors", "on_missing")
+        memo = repr([self.regroup_cfg is not None, *(getattr(self, k) for k in settings)])
         if getattr(self, "_splits", (None,))[0] != memo:
             self._splits = (memo, self._read_splits())
         return self._splits[1]

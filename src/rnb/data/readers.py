@@ -156,7 +156,9 @@ def _read_text(path: Path, policy: TextPolicy) -> str:
         line, col = _line_of(data, offset)
         return f"{path}, line {line} (byte {col})"
 
-    return policy.decode(data, where)
+    text = policy.decode(data, where)
+    # a byte-order mark (Excel's CSV export) is not part of the first field name / record
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _not_object(where: str, row: Any, key: str) -> ValueError:
