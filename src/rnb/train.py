@@ -133,6 +133,12 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     wall = time.perf_counter() - t0
     final = (model.last_eval or {}) if error is None else {}
 
+    try:
+        mixture = balance.summary()
+    except Exception:  # a run that failed before Balance was set up has no mixture
+        if error is None:
+            raise
+        mixture = {}
     tokens = trainer.global_step * dm.batch_size * trainer.world_size * dm.max_length
     summary: dict[str, Any] = {
         **failure_record(error, trainer.global_step),
@@ -150,7 +156,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "overhead": balance.meter.report(training_flops(model.num_parameters(), tokens)),
         "regroup": dm.regroup_summary,
         "resumed_from": ckpt_path,
-        **balance.summary(),
+        **mixture,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if trainer.is_global_zero:
