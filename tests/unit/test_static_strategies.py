@@ -41,7 +41,8 @@ def test_natural_temperature_half_squares_sizes() -> None:
 def test_static_list_and_mapping() -> None:
     listed = _setup(Static([1, 1, 2]))
     np.testing.assert_allclose(listed.initial_weights(), [0.25, 0.25, 0.5])
-    assert listed.describe()["transfer"]["sum_before_renormalising"] == 4.0
+    record = listed.describe()["transfer"]
+    assert record["sum_given"] == record["sum_matched"] == 4.0
     mapped = _setup(Static({"c": 2.0, "a": 1.0, "b": 1.0}))  # any order: matched by name
     np.testing.assert_allclose(mapped.initial_weights(), [0.25, 0.25, 0.5])
     with pytest.raises(ValueError, match=r"missing \['a', 'b'\].*extra \['z'\]"):

@@ -76,7 +76,8 @@ def test_extra_domains_are_dropped_and_renormalised(tmp_path: Path) -> None:
     np.testing.assert_allclose(_weights(zero, ["a", "b"]), [0.5, 0.5])
     record = zero.describe()["transfer"]
     assert record["dropped_weight"] == pytest.approx(0.6)
-    assert record["sum_before_renormalising"] == pytest.approx(0.4)
+    assert record["sum_given"] == pytest.approx(1.0)
+    assert record["sum_matched"] == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize(

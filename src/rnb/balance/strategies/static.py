@@ -136,7 +136,9 @@ class Static(MixingStrategy):
             if self.weights is not None
             else f"strategy.from_summary='{self.from_summary}'"
         )
-        self.transfer = {"source": where, "fill": self.fill}
+        # sum_given: of the weights as given; sum_matched: over this run's domains after
+        # `fill`, the total that is renormalised to 1.
+        self.transfer = {"source": where, "fill": self.fill, "sum_given": float(np.sum(w))}
         m = self.ctx.num_domains
         problems = [] if self.weights is not None else [self._fingerprint_problem(source_fp)]
         if names is not None:
@@ -157,7 +159,7 @@ class Static(MixingStrategy):
         total = float(w.sum())
         if not np.isclose(total, 1.0):
             log.info("%s: weights sum to %.6g; renormalised to 1", where, total)
-        self.transfer["sum_before_renormalising"] = total
+        self.transfer["sum_matched"] = total
         return w / total
 
     def _match(self, names: list[str], w: np.ndarray, where: str) -> tuple[np.ndarray, str | None]:
