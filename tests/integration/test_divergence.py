@@ -143,3 +143,18 @@ def test_multirun_diverged_job_fails_sweep_but_others_run(
     # Job 1 ran after job 0 diverged; both left an honest summary.
     assert _strict(tmp_path / "0" / "summary.json")["status"] == "diverged"
     assert _strict(tmp_path / "1" / "summary.json")["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_ranks_stop_together(tmp_path: Path) -> None:
+    """Every rank reads the same (all-reduced) flag: no rank hangs in the next collective."""
+    from tests.conftest import TINY
+
+    base = [o for o in TINY if not o.startswith("data.batch_size")]
+    ddp = ["trainer=ddp_cpu", "data.batch_size=4", "initial_eval=false", "logger=none"]
+    out = [f"hydra.run.dir={tmp_path}", f"output_dir={tmp_path}"]
+    proc = _cli([*base, *ddp, *EXPLODE, *out])
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    summary = _strict(tmp_path / "summary.json")
+    assert summary["status"] == "diverged" and summary["failure"]["step"] == DIVERGES_AT
