@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from rnb.accounting import training_flops
 from rnb.balance.callback import BalanceCallback
 from rnb.config import config_dir, enabled, hydra_output_dir
+from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
+from rnb.run.status import failure_record, strict_json
 
 __all__ = ["build_run", "main", "train"]
 
@@ -73,10 +74,11 @@ def build_run(
         monitor=None,
         save_last=True,
     )
+    guard = DivergenceGuard(**(cfg.get("divergence") or {}), hint=divergence_hint(cfg))
     logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[balance, *(callbacks or []), ckpt],
+        callbacks=[guard, balance, *(callbacks or []), ckpt],
         logger=logger,
         default_root_dir=str(out),
     )
@@ -97,7 +99,14 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         callbacks: extra Lightning callbacks (e.g. from notebooks or tests).
 
     Returns:
-        The summary dictionary (also written to disk by global rank 0).
+        The summary dictionary (also written to disk by global rank 0), ``status``
+        ``"completed"``.
+
+    Raises:
+        DivergedError: a training or eval loss became non-finite; ``summary.json`` was
+            written with ``status: "diverged"`` and the step (see ``divergence``).
+        Exception: any other error during evaluation or training, re-raised after
+            ``summary.json`` was written with ``status: "failed"``.
     """
     out = Path(cfg.output_dir or hydra_output_dir() or os.getcwd()).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -107,19 +116,32 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     dm, model, balance, trainer = run["datamodule"], run["model"], run["balance"], run["trainer"]
     ckpt_path = _resume_path(cfg, out)
 
-    initial = None
-    if ckpt_path is None and cfg.get("initial_eval", True):
-        trainer.validate(model, datamodule=dm, verbose=False)
-        initial = model.last_eval
+    initial, error = None, None
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    # Any exception from here on ends the run with a summary that says so (status
+    # "diverged" / "failed"), so a failed run never passes for a result.
+    try:
+        if ckpt_path is None and cfg.get("initial_eval", True):
+            trainer.validate(model, datamodule=dm, verbose=False)
+            initial = model.last_eval
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        if model.last_eval is None or model.last_eval["step"] != trainer.global_step:
+            trainer.validate(model, datamodule=dm, verbose=False)
+    except Exception as err:  # recorded in summary.json, then re-raised
+        error = err
     wall = time.perf_counter() - t0
-    if model.last_eval is None or model.last_eval["step"] != trainer.global_step:
-        trainer.validate(model, datamodule=dm, verbose=False)
-    final = model.last_eval or {}
+    final = (model.last_eval or {}) if error is None else {}
 
+    try:
+        mixture = balance.summary()
+    except Exception:  # a run that failed before Balance was set up has no mixture
+        if error is None:
+            raise
+        mixture = {}
     tokens = trainer.global_step * dm.batch_size * trainer.world_size * dm.max_length
     summary: dict[str, Any] = {
+        **failure_record(error, trainer.global_step),
         "eval_loss": final.get("eval_loss"),
         "eval_loss_per_domain": final.get("eval_loss_per_domain"),
         "eval_loss_initial": initial["eval_loss"] if initial else None,
@@ -134,26 +156,25 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "overhead": balance.meter.report(training_flops(model.num_parameters(), tokens)),
         "regroup": dm.regroup_summary,
         "resumed_from": ckpt_path,
-        **balance.summary(),
+        **mixture,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if trainer.is_global_zero:
         tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
+        tmp.write_text(strict_json(summary), encoding="utf-8")
         tmp.replace(out / "summary.json")
-        log.info(
-            "eval_loss %.4f (initial %s) -> %s",
-            summary["eval_loss"] or float("nan"),
-            summary["eval_loss_initial"],
-            out / "summary.json",
-        )
+        if error is None:
+            log.info(
+                "eval_loss %.4f (initial %s) -> %s",
+                summary["eval_loss"] or float("nan"),
+                summary["eval_loss_initial"],
+                out / "summary.json",
+            )
+        else:
+            log.error("%s: %s -> %s", summary["status"], error, out / "summary.json")
+    if error is not None:
+        raise error
     return summary
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 def main() -> None:
@@ -162,8 +183,19 @@ def main() -> None:
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
     def _app(cfg: DictConfig) -> float | None:
-        summary = train(cfg)
-        return summary.get("eval_loss")
+        try:
+            summary = train(cfg)
+        except DivergedError:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                # An Exception (not SystemExit): Hydra's launcher records the job as failed,
+                # runs the remaining jobs, then re-raises it, so the sweep exits non-zero.
+                raise
+            # A single run: the error was logged with its hint; exit 1 without a traceback.
+            raise SystemExit(1) from None
+        return summary["eval_loss"]
 
     _app()
 

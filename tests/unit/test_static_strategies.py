@@ -39,10 +39,14 @@ def test_natural_temperature_half_squares_sizes() -> None:
 
 
 def test_static_list_and_mapping() -> None:
-    np.testing.assert_allclose(_setup(Static([1, 1, 2])).initial_weights(), [0.25, 0.25, 0.5])
-    np.testing.assert_allclose(_setup(Static({"c": 1.0})).initial_weights(), [0, 0, 1])
-    with pytest.raises(ValueError, match="unknown domains"):
-        _setup(Static({"z": 1.0})).initial_weights()
+    listed = _setup(Static([1, 1, 2]))
+    np.testing.assert_allclose(listed.initial_weights(), [0.25, 0.25, 0.5])
+    record = listed.describe()["transfer"]
+    assert record["sum_given"] == record["sum_matched"] == 4.0
+    mapped = _setup(Static({"c": 2.0, "a": 1.0, "b": 1.0}))  # any order: matched by name
+    np.testing.assert_allclose(mapped.initial_weights(), [0.25, 0.25, 0.5])
+    with pytest.raises(ValueError, match=r"missing \['a', 'b'\].*extra \['z'\]"):
+        _setup(Static({"c": 1.0, "z": 1.0})).initial_weights()
     with pytest.raises(ValueError, match="expected 3 weights"):
         _setup(Static([1, 2])).initial_weights()
 

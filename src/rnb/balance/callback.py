@@ -92,6 +92,9 @@ class BalanceCallback(L.Callback):
             np.asarray(dm.eval_proportions),
             seed=dm.seed,
             output_dir=self.output_dir,
+            domain_fingerprint=MixtureContext.domain_definition(
+                getattr(dm, "domain_field", None), getattr(dm, "regroup_fingerprint", None)
+            ),
         )
         self.strategy.setup(ctx)
         self.weights = np.asarray(self.strategy.initial_weights(), dtype=np.float64)

@@ -1,8 +1,15 @@
-"""Load the ``summary.json`` files of runs (single runs or a Hydra multirun) into tables."""
+"""Load the ``summary.json`` files of runs (single runs or a Hydra multirun) into tables.
+
+Only completed runs are results: :func:`compare` averages ``status == "completed"`` runs and
+counts the others per group in ``n_failed``; :func:`failed_runs` lists them with the step
+and the reason. A summary written before ``status`` existed counts as completed when its
+``eval_loss`` is finite, else as diverged.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["compare", "find_summaries", "load_runs", "weights_frame"]
+__all__ = ["compare", "failed_runs", "find_summaries", "load_runs", "weights_frame"]
 
 
 def find_summaries(root: str | Path) -> list[Path]:
@@ -21,14 +28,29 @@ def find_summaries(root: str | Path) -> list[Path]:
     return sorted(root.rglob("summary.json"))
 
 
+def _status(summary: dict[str, Any]) -> tuple[str, int | None, str | None]:
+    """``(status, failure step, reason)`` of a summary (older summaries have no status)."""
+    if "status" in summary:
+        failure = summary.get("failure") or {}
+        return summary["status"], failure.get("step"), failure.get("reason")
+    loss = summary.get("eval_loss")
+    if isinstance(loss, int | float) and math.isfinite(loss):
+        return "completed", None, None
+    return "diverged", None, f"non-finite eval_loss {loss} (summary without status)"
+
+
 def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     cfg = summary.get("config") or {}
     strat = summary.get("strategy") or {}
     rg = summary.get("regroup") or {}
     over = summary.get("overhead") or {}
     regroup_cfg = cfg.get("regroup") or {}
+    status, failed_at, reason = _status(summary)
     return {
         "run": str(path.parent),
+        "status": status,
+        "failed_at_step": failed_at,
+        "reason": reason,
         "strategy": strat.get("name"),
         "regroup": "none" if not regroup_cfg.get("enabled", False) else (rg.get("param") or "on"),
         "k": len(summary.get("domains") or []),
@@ -44,7 +66,11 @@ def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: strategy, regroup, k, seed, eval loss, overhead, ARI."""
+    """One row per run: status, strategy, regroup, k, seed, eval loss, overhead, ARI.
+
+    ``status`` is ``completed``, ``diverged`` or ``failed``; for the latter two
+    ``failed_at_step`` and ``reason`` say where and why (else ``None``).
+    """
     paths: list[Path] = []
     for root in [roots] if isinstance(roots, str | Path) else roots:
         paths.extend(find_summaries(root))
@@ -53,19 +79,48 @@ def load_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 def compare(runs: pd.DataFrame, by: tuple[str, ...] = ("strategy", "regroup")) -> pd.DataFrame:
-    """Mean ± std of ``eval_loss`` (and overhead) per group, best first."""
+    """Mean ± std of ``eval_loss`` (and overhead) per group over completed runs, best first.
+
+    ``n`` counts the completed runs of a group, ``n_failed`` its diverged / failed runs
+    (listed by :func:`failed_runs`); a group with no completed run keeps its row (mean
+    NaN, sorted last) so that it is not silently missing.
+
+    Raises:
+        ValueError: ``runs`` is empty.
+    """
     if runs.empty:
         raise ValueError(
             "no runs found: point load_runs at a directory containing summary.json files"
         )
+    ok = _completed(runs)
+    # A failed run's loss and overhead are no result: masked, so they enter no mean.
+    runs = runs.assign(
+        _ok=ok,
+        _failed=~ok,
+        _loss=runs["eval_loss"].astype(float).where(ok),
+        _overhead=runs["overhead_wall_pct"].astype(float).where(ok),
+    )
     g = runs.groupby(list(by), dropna=False)
     out = g.agg(
-        eval_loss_mean=("eval_loss", "mean"),
-        eval_loss_std=("eval_loss", "std"),
-        n=("eval_loss", "size"),
-        overhead_wall_pct=("overhead_wall_pct", "mean"),
+        eval_loss_mean=("_loss", "mean"),
+        eval_loss_std=("_loss", "std"),
+        n=("_ok", "sum"),
+        n_failed=("_failed", "sum"),
+        overhead_wall_pct=("_overhead", "mean"),
     )
-    return out.sort_values("eval_loss_mean")
+    return out.astype({"n": int, "n_failed": int}).sort_values("eval_loss_mean", na_position="last")
+
+
+def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``runs`` that did not complete, with ``status``, step and reason."""
+    cols = ["run", "strategy", "regroup", "seed", "status", "failed_at_step", "reason"]
+    return runs.loc[~_completed(runs), [c for c in cols if c in runs]].reset_index(drop=True)
+
+
+def _completed(runs: pd.DataFrame) -> pd.Series:
+    if "status" not in runs:  # a frame built by hand, without load_runs
+        return runs["eval_loss"].astype(float).map(math.isfinite)
+    return runs["status"] == "completed"
 
 
 def weights_frame(summary_path: str | Path) -> pd.DataFrame:

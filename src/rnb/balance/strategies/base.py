@@ -28,6 +28,9 @@ class MixtureContext:
         eval_proportions: ``q``, the share of eval examples per domain.
         seed: the run's seed.
         output_dir: the run directory (strategies may write artefacts there).
+        domain_fingerprint: what defines the domains (:meth:`domain_definition`), so
+            weights keyed by domain name can be checked to mean the same domains;
+            ``None`` when unknown.
     """
 
     domain_names: list[str]
@@ -35,6 +38,23 @@ class MixtureContext:
     eval_proportions: np.ndarray
     seed: int = 0
     output_dir: Path | None = None
+    domain_fingerprint: str | None = None
+
+    @staticmethod
+    def domain_definition(domain_field: str | None, regroup_fingerprint: str | None) -> str:
+        """The ``domain_fingerprint`` of domains made by Regroup or by ``data.domain_field``.
+
+        A Regroup clustering is identified by its fingerprint (data, embedder, reducer,
+        clusterer, k sweep, seed): clusters named ``c00..c15`` of two clusterings are
+        different domains. Predefined domains are identified by their field: the domain
+        ``web`` of ``data.domain_field=source`` is the same domain in any dataset. Names
+        are not part of it (they are compared one by one, see ``strategy.fill``).
+        """
+        if regroup_fingerprint:
+            return f"regroup:{regroup_fingerprint}"
+        if domain_field:
+            return f"data.domain_field={domain_field}"
+        return "one domain (no data.domain_field)"
 
     @property
     def num_domains(self) -> int:

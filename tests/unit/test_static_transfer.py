@@ -1,0 +1,141 @@
+"""``static`` weights keyed by domain name must match the run's domains (``strategy.fill``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnb.balance.strategies.base import MixtureContext
+from rnb.balance.strategies.static import Static
+
+FIELD = MixtureContext.domain_definition("source", None)
+
+
+def _ctx(names: list[str], fingerprint: str | None = FIELD) -> MixtureContext:
+    m = len(names)
+    return MixtureContext(names, np.ones(m), np.full(m, 1 / m), domain_fingerprint=fingerprint)
+
+
+def _weights(strategy: Static, names: list[str], fingerprint: str | None = FIELD) -> np.ndarray:
+    strategy.setup(_ctx(names, fingerprint))
+    return strategy.initial_weights()
+
+
+def _summary(
+    path: Path,
+    names: list[str],
+    weights: list[float],
+    regroup_fp: str | None = None,
+    **extra: object,
+) -> str:
+    body = {
+        "status": "completed",
+        "domains": names,
+        "weights_trajectory": [
+            {"step": 0, "weights": [1 / len(names)] * len(names)},
+            {"step": 10, "weights": weights},
+        ],
+        "regroup": {"fingerprint": regroup_fp} if regroup_fp else None,
+        "config": {"data": {"domain_field": None if regroup_fp else "source"}},
+        **extra,
+    }
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+def test_two_domain_run_applied_to_three_domains(tmp_path: Path) -> None:
+    """The reproducer: the new domain used to get weight 0 silently."""
+    src = _summary(tmp_path / "summary.json", ["a", "b"], [0.25, 0.75])
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), ["a", "b", "c"])
+    text = str(info.value)
+    assert f"strategy.from_summary='{src}'" in text
+    assert "missing ['c']" in text and "extra []" in text and "strategy.fill=uniform" in text
+
+    zero = Static(from_summary=src, fill="zero")
+    np.testing.assert_allclose(_weights(zero, ["a", "b", "c"]), [0.25, 0.75, 0.0])
+    assert zero.describe()["transfer"]["filled"] == {"c": 0.0}
+
+    uniform = Static(from_summary=src, fill="uniform")
+    # c gets 1/3; a and b share the other 2/3 in their 1:3 ratio.
+    np.testing.assert_allclose(_weights(uniform, ["a", "b", "c"]), [1 / 6, 1 / 2, 1 / 3])
+    record = uniform.describe()["transfer"]
+    assert record["fill"] == "uniform" and record["missing"] == ["c"] and record["extra"] == []
+    assert record["filled"] == {"c": pytest.approx(1 / 3)}
+    assert record["fingerprint"] == {"source": FIELD, "run": FIELD}
+
+
+def test_extra_domains_are_dropped_and_renormalised(tmp_path: Path) -> None:
+    src = _summary(tmp_path / "summary.json", ["a", "b", "z"], [0.2, 0.2, 0.6])
+    with pytest.raises(ValueError, match=r"missing \[\] .*extra \['z'\]"):
+        _weights(Static(from_summary=src), ["a", "b"])
+    zero = Static(from_summary=src, fill="zero")
+    np.testing.assert_allclose(_weights(zero, ["a", "b"]), [0.5, 0.5])
+    record = zero.describe()["transfer"]
+    assert record["dropped_weight"] == pytest.approx(0.6)
+    assert record["sum_given"] == pytest.approx(1.0)
+    assert record["sum_matched"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("fill", "expected"),
+    [("zero", [0.25, 0.75, 0.0]), ("uniform", [1 / 6, 1 / 2, 1 / 3])],
+)
+def test_mapping_weights_follow_the_same_policy(fill: str, expected: list[float]) -> None:
+    weights = {"a": 1.0, "b": 3.0, "z": 4.0}
+    with pytest.raises(ValueError, match=r"strategy.weights: .*missing \['c'\].*extra \['z'\]"):
+        _weights(Static(weights), ["a", "b", "c"])
+    np.testing.assert_allclose(_weights(Static(weights, fill=fill), ["a", "b", "c"]), expected)
+
+
+def test_regroup_k16_weights_on_a_k20_run(tmp_path: Path) -> None:
+    k16 = [f"c{i:02d}" for i in range(16)]
+    k20 = [f"c{i:02d}" for i in range(20)]
+    src = _summary(tmp_path / "summary.json", k16, [1 / 16] * 16, regroup_fp="aaa")
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src, fill="zero"), k20, "regroup:bbb")
+    text = str(info.value)
+    assert "defined by regroup:aaa, this run's by regroup:bbb" in text
+    assert "strategy.check_fingerprint=false" in text
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), k20, "regroup:bbb")
+    assert "regroup:aaa" in str(info.value)  # both problems in one message
+    assert "missing ['c16', 'c17', 'c18', 'c19']" in str(info.value)
+
+
+def test_same_names_from_another_clustering(tmp_path: Path) -> None:
+    """Two Regroup runs both named c00..c15 are different domains unless fingerprints agree."""
+    names = [f"c{i:02d}" for i in range(16)]
+    w = list(np.arange(1, 17) / np.arange(1, 17).sum())
+    src = _summary(tmp_path / "summary.json", names, w, regroup_fp="aaa")
+    with pytest.raises(ValueError, match="different Regroup clustering"):
+        _weights(Static(from_summary=src), names, "regroup:bbb")
+    np.testing.assert_allclose(_weights(Static(from_summary=src), names, "regroup:aaa"), w)
+    anyway = Static(from_summary=src, check_fingerprint=False)
+    np.testing.assert_allclose(_weights(anyway, names, "regroup:bbb"), w)
+    assert anyway.describe()["transfer"]["fingerprint"] == {
+        "source": "regroup:aaa",
+        "run": "regroup:bbb",
+    }
+    # Predefined domains vs Regroup clusters that happen to share the names.
+    with pytest.raises(ValueError, match="data.domain_field=source"):
+        _weights(Static(from_summary=src), names, FIELD)
+
+
+def test_weights_of_a_diverged_run_are_refused(tmp_path: Path) -> None:
+    failure = {"step": 3, "reason": "non-finite training loss"}
+    src = _summary(tmp_path / "s.json", ["a"], [1.0], status="diverged", failure=failure)
+    with pytest.raises(ValueError, match="diverged at step 3 .*completed run"):
+        _weights(Static(from_summary=src), ["a"])
+
+
+def test_options_that_cannot_apply_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"strategy.fill must be one of \['error', 'zero'"):
+        Static({"a": 1.0}, fill="mean")
+    with pytest.raises(ValueError, match="strategy.fill=zero applies to weights keyed"):
+        Static([1.0, 2.0], fill="zero")
+    with pytest.raises(ValueError, match="check_fingerprint applies only"):
+        Static({"a": 1.0}, check_fingerprint=False)
