@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rnb.config import enabled
+
 __all__ = ["compare", "find_summaries", "load_runs", "weights_frame"]
 
 
@@ -30,7 +32,7 @@ def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "run": str(path.parent),
         "strategy": strat.get("name"),
-        "regroup": "none" if not regroup_cfg.get("enabled", False) else (rg.get("param") or "on"),
+        "regroup": "none" if not enabled(regroup_cfg) else (rg.get("param") or "on"),
         "k": len(summary.get("domains") or []),
         "seed": summary.get("seed"),
         "steps": summary.get("steps"),
