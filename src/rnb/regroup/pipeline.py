@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -204,15 +205,25 @@ class Regroup:
         )
         folder = self.cache_dir / "regroup" / fp
         computed = False
-        with cache_lock(folder):  # a concurrent run with the same key waits, then reuses
-            if not (folder / "labels.npz").exists():
-                tmp = temp_dir(folder)
-                self._compute(tmp, texts_train, texts_eval, predefined, predefined_eval, reference, vectors)  # fmt: skip
-                computed = publish_dir(tmp, folder)
+        if not (folder / "labels.npz").exists():  # a finished folder is read without the lock
+            with cache_lock(folder):  # a concurrent run with the same key waits, then reuses
+                if not (folder / "labels.npz").exists():
+                    computed = self._compute_into(folder, texts_train, texts_eval, predefined, predefined_eval, reference, vectors)  # fmt: skip
         log.info("Regroup %s: %s", "computed" if computed else "loaded from cache", folder)
         return RegroupResult.load(folder, fp, from_cache=not computed)
 
     # ------------------------------------------------------------------ compute
+    def _compute_into(self, folder: Path, *args: Any) -> bool:
+        """Compute into a private temporary folder, then publish it atomically as ``folder``
+        (a crash leaves no half-written result; a stale one from an older crash is ignored)."""
+        tmp = temp_dir(folder)
+        try:
+            self._compute(tmp, *args)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return publish_dir(tmp, folder)
+
     def _embed(
         self, items: Sequence[Any], items_eval: Sequence[Any]
     ) -> tuple[np.ndarray, np.ndarray]:
