@@ -53,7 +53,7 @@ def test_fingerprint_texts_stable_and_sensitive() -> None:
     # Concatenation boundaries must not collide.
     assert fingerprint_texts(["ab", "c"]) != fingerprint_texts(["a", "bc"])
     assert fingerprint_texts([]) != fingerprint_texts([""])
-    with pytest.raises(ValueError, match=r"data\.text_field"):
+    with pytest.raises(ValueError, match=r"data\.embed_fields / data\.text_fields"):
         fingerprint_texts(["ok", 3])  # type: ignore[list-item]
 
 

@@ -75,9 +75,7 @@ def load_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS, pad_token=PAD)
 
 
-def _train_bpe(
-    train_texts: Sequence[str], vocab_size: int, min_frequency: int, path: Path
-) -> None:
+def _train_bpe(train_texts: Sequence[str], vocab_size: int, min_frequency: int, path: Path) -> None:
     """Train a byte-level BPE and publish it at ``path`` with an atomic rename."""
     from tokenizers import ByteLevelBPETokenizer
 
