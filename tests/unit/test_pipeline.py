@@ -104,3 +104,103 @@ def test_empty_eval_and_bad_k(data, tmp_path: Path) -> None:
         _run(_regroup(tmp_path, "regroup.k_values=[1,4]"), data)
     with pytest.raises(ValueError, match="regroup.k_values"):
         _run(_regroup(tmp_path, "regroup.k_values=[4,5000]"), data)
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n) % 3
+    return (rng.normal(size=(n, 4)) * 0.05 + np.eye(4)[truth] * 5).astype(np.float32), truth
+
+
+def test_precomputed_column_vectors_are_what_regroup_clusters(tmp_path: Path) -> None:
+    """Column mode: the DataModule passes the record vectors (`vectors=`), the texts only
+    feed the report; both enter the fingerprint."""
+    from sklearn.metrics import adjusted_rand_score
+
+    X, truth = _blobs(90, 0)
+    Xe, truth_e = _blobs(30, 1)
+    regroup = _regroup(
+        tmp_path,
+        "regroup/embedder=precomputed",
+        "regroup.embedder.column=emb",
+        "regroup.embedder.progress=false",
+        "regroup.k_values=[2,3,4]",
+        "regroup.min_cluster_size=1",
+        base=("regroup=kmeans",),
+    )
+    assert regroup.input_column == "emb"
+    texts = [f"text {i}" for i in range(90)]
+    ev_texts = [f"eval {i}" for i in range(30)]
+    with pytest.raises(ValueError, match="regroup.embedder.column"):
+        regroup.run(texts, ev_texts)
+    res = regroup.run(texts, ev_texts, vectors=(X.tolist(), Xe.tolist()))
+    assert res.summary["k"] == 3
+    assert adjusted_rand_score(truth, res.train) == 1.0
+    assert adjusted_rand_score(truth_e, res.eval) == 1.0
+    moved = regroup.run(texts, ev_texts, vectors=((X + 1).tolist(), Xe.tolist()))
+    assert moved.fingerprint != res.fingerprint
+
+
+def test_datamodule_hands_regroup_the_embed_fields(tmp_path: Path, monkeypatch) -> None:
+    """`data.embed_fields` (not the model's text) is what Regroup receives, with the
+    predefined and reference labels of both splits."""
+    seen: dict = {}
+
+    def fake_run(self, texts, ev_texts, **kw):
+        seen.update(texts=texts, ev_texts=ev_texts, **kw)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(Regroup, "run", fake_run)
+    cfg = compose(
+        "train",
+        [
+            "regroup=kmeans",
+            "data.synthetic.n_train=50",
+            "data.synthetic.n_eval=10",
+            "data.embed_fields=[prompt]",
+        ],
+    )
+    dm = instantiate(cfg.data, regroup=instantiate(cfg.regroup), _recursive_=False)
+    with pytest.raises(RuntimeError, match="stop"):
+        dm.prepare_domains()
+    train, ev = dm.load_splits()
+    assert seen["texts"] == [r["prompt"] for r in train]
+    assert seen["ev_texts"] == [r["prompt"] for r in ev]
+    assert seen["predefined"] == [r["domain"] for r in train]
+    assert seen["predefined_eval"] == [r["domain"] for r in ev]
+    assert seen["reference"] == [r["reference"] for r in train]
+    assert seen["vectors"] is None
+
+
+def test_datamodule_passes_the_vector_column(tmp_path: Path) -> None:
+    import json
+
+    X, truth = _blobs(120, 2)
+    rows = [{"text": f"row {i}", "emb": x.tolist()} for i, x in enumerate(X)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    over = [
+        "data=files",
+        f"data.train_path={path}",
+        "data.eval_fraction=0.25",
+        "regroup=kmeans",
+        "regroup/embedder=precomputed",
+        "regroup.embedder.column=emb",
+        "regroup.embedder.progress=false",
+        "regroup.k_values=[2,3,4]",
+        "regroup.min_cluster_size=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    cfg = compose("train", over)
+    dm = instantiate(cfg.data, regroup=instantiate(cfg.regroup, _convert_="all"), _recursive_=False)
+    labels = dm.prepare_domains()
+    assert labels.names == ["c00", "c01", "c02"]
+    train, _ = dm.load_splits()
+    by_text = {r["text"]: t for r, t in zip(rows, truth, strict=True)}
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score([by_text[r["text"]] for r in train], labels.train) == 1.0
+    rows[3].pop("emb")
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match="regroup.embedder.column='emb' missing"):
+        instantiate(cfg.data, regroup=dm.regroup, _recursive_=False).prepare_domains()
