@@ -81,8 +81,49 @@ def test_regroup_component_composes_and_instantiates(
     cfg = compose("train", overrides)
     OmegaConf.to_container(cfg, resolve=True)
     obj = instantiate(cfg.regroup[group], _convert_="all")
+    if group == "clusterer":  # a factory (`_partial_: true`): the sweep calls it per value
+        obj = obj()
     method = {"embedder": "encode", "reducer": "fit_transform", "clusterer": "fit_predict"}[group]
     assert callable(getattr(obj, method))
+
+
+@pytest.mark.parametrize("option", ["kmeans", "minibatch", "faiss", "hdbscan", "umap_hdbscan"])
+def test_regroup_option_is_a_configured_regroup(option: str, tmp_path: Path) -> None:
+    """Each sweep option instantiates a Regroup whose clusterer factory takes the swept key,
+    and whose YAML keys are exactly Regroup's parameters (the defaults live in one place)."""
+    import inspect
+
+    from rnb.regroup.pipeline import Regroup
+
+    cfg = compose("train", [f"regroup={option}", f"output_dir={tmp_path}"])
+    regroup = instantiate(cfg.regroup, _convert_="all")
+    assert isinstance(regroup, Regroup) and not regroup.keeps_predefined_domains
+    assert regroup.cache_dir == Path(cfg.data.cache_dir)
+    clusterer = regroup.clusterer(**{regroup.param: 5})
+    assert getattr(clusterer, regroup.param) == 5
+    params = inspect.signature(Regroup).parameters
+    keys = {k for k in cfg.regroup if not k.startswith("_")}
+    assert keys == set(params)
+
+
+def test_regroup_yaml_values_are_the_signature_defaults(tmp_path: Path) -> None:
+    """conf/regroup/kmeans.yaml (the paper's recipe) spells out Regroup's defaults."""
+    import inspect
+
+    from rnb.regroup.pipeline import Regroup
+
+    cfg = compose("train", ["regroup=kmeans", f"output_dir={tmp_path}"])
+    plain = OmegaConf.to_container(cfg.regroup, resolve=True)
+    for name, p in inspect.signature(Regroup).parameters.items():
+        if p.default is inspect.Parameter.empty or name in ("cache_dir", "seed"):
+            continue
+        expected = list(p.default) if isinstance(p.default, tuple) else p.default
+        assert plain[name] == expected, name
+
+
+def test_regroup_none_is_null(tmp_path: Path) -> None:
+    cfg = compose("train", ["regroup=none", f"output_dir={tmp_path}"])
+    assert cfg.regroup is None and not enabled(cfg.regroup)
 
 
 def test_regroup_app_config_composes(tmp_path: Path) -> None:

@@ -49,9 +49,8 @@ def build_run(
     benchmark driving the trainer itself) starts from the same weights every time.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = instantiate(cfg.data, regroup=None, _recursive_=False)
-    dm.regroup_cfg = cfg.regroup if enabled(cfg.get("regroup")) else None
-    dm.output_dir = out
+    regroup = instantiate(cfg.regroup, _convert_="all") if enabled(cfg.get("regroup")) else None
+    dm = instantiate(cfg.data, regroup=regroup, _recursive_=False)
     dm.prepare_data()
     dm.setup("fit")
     model = instantiate(
@@ -115,6 +114,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     run = build_run(cfg, out, callbacks)
     dm, model, balance, trainer = run["datamodule"], run["model"], run["balance"], run["trainer"]
     ckpt_path = _resume_path(cfg, out)
+    dm.write_reports(out)
 
     initial, error = None, None
     t0 = time.perf_counter()

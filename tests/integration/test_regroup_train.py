@@ -45,3 +45,17 @@ def test_resume_with_other_regroup_fails_clearly(tmp_path: Path, tiny_overrides:
     )
     with pytest.raises(ValueError, match="Regroup fingerprint"):
         train(other)
+
+
+def test_prepare_and_setup_write_nothing_into_the_run_dir(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    from rnb.train import build_run
+
+    out = tmp_path / "run"
+    run = build_run(compose("train", [*tiny_overrides, *REGROUP, f"output_dir={out}"]), out)
+    dm = run["datamodule"]
+    assert not any(out.glob("regroup*"))  # reports stay in the cache until write_reports
+    assert dm.regroup_fingerprint == dm.regroup_summary["fingerprint"]
+    written = sorted(p.name for p in dm.write_reports(out))
+    assert written == ["regroup.json", "regroup.md", "regroup_sweep.json", "regroup_sweep.png"]

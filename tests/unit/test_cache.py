@@ -53,7 +53,7 @@ def test_fingerprint_texts_stable_and_sensitive() -> None:
     # Concatenation boundaries must not collide.
     assert fingerprint_texts(["ab", "c"]) != fingerprint_texts(["a", "bc"])
     assert fingerprint_texts([]) != fingerprint_texts([""])
-    with pytest.raises(ValueError, match=r"data\.text_field"):
+    with pytest.raises(ValueError, match=r"data\.embed_fields / data\.text_fields"):
         fingerprint_texts(["ok", 3])  # type: ignore[list-item]
 
 
@@ -86,7 +86,7 @@ def test_cache_hit_does_not_call_embedder(tmp_path) -> None:
     key = make_key(fingerprint_texts(TEXTS), "fake")
     first = np.array(cache.get_or_compute(key, TEXTS, emb, chunk_size=4))
     assert emb.calls == 3 and len(emb.texts_seen) == 10
-    assert (tmp_path / "embeddings" / f"{key}.npy").is_file()
+    assert cache.path(key).is_file()
     assert not list((tmp_path / "embeddings").glob("*.partial.*"))
     np.testing.assert_array_equal(first, np.stack([_vec(t) for t in TEXTS]))
 
@@ -103,7 +103,7 @@ def test_resume_after_interruption(tmp_path) -> None:
     broken = CountingEmbedder(fail_after_calls=2)
     with pytest.raises(RuntimeError, match="simulated"):
         cache.get_or_compute(key, TEXTS, broken, chunk_size=3)
-    progress = json.loads((tmp_path / "embeddings" / f"{key}.partial.json").read_text())
+    progress = json.loads(cache.path(key).with_suffix(".partial.json").read_text())
     assert progress["done"] == 2 and progress["n"] == 10
     assert not cache.has(key)
 
@@ -112,7 +112,7 @@ def test_resume_after_interruption(tmp_path) -> None:
     assert emb.texts_seen == TEXTS[6:]  # only the two unfinished chunks
     assert emb.calls == 2
     np.testing.assert_array_equal(out, np.stack([_vec(t) for t in TEXTS]))
-    assert not (tmp_path / "embeddings" / f"{key}.partial.json").exists()
+    assert not cache.path(key).with_suffix(".partial.json").exists()
 
 
 def test_resume_with_other_chunk_size_starts_over(tmp_path) -> None:

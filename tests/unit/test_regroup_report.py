@@ -127,9 +127,59 @@ def test_representatives_closest_to_centroid_else_seeded() -> None:
 
 
 def test_report_errors() -> None:
-    with pytest.raises(ValueError, match=r"data\.text_field"):
+    with pytest.raises(ValueError, match=r"data\.embed_fields"):
         build_report(["a"], np.array([0, 1]), np.array([0]))
     with pytest.raises(ValueError, match=r"regroup\.noise_policy"):
         build_report(["a", "b"], np.array([0, -1]), np.array([0]))
     with pytest.raises(ValueError, match=r"data\.domain_field"):
         build_report(["a", "b"], np.array([0, 1]), np.array([0]), domains_train=["x"])
+
+
+_ASCII_LOCALE_SCRIPT = """
+import sys, locale
+import numpy as np
+from pathlib import Path
+from rnb.regroup.report import build_report, write_report
+from rnb.regroup.result import RegroupResult
+from rnb.regroup.selection import sweep
+from sklearn.cluster import KMeans
+
+assert locale.getpreferredencoding(False).lower() in ("ansi_x3.4-1968", "ascii"), "not ascii"
+out = Path(sys.argv[1])
+texts = ["café crème brûlée", "naïve façade déjà vu", "café au lait", "résumé über straße"] * 3
+X = np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
+res = sweep(X, lambda k: KMeans(n_clusters=k, n_init=1, random_state=0), [2, 3], seed=0)
+report = build_report(texts, res.labels, res.labels[:2], domains_train=["é"] * len(texts),
+                      sweep=res, embeddings_train=X)
+write_report(report, out / "cache")
+res.to_json(out / "cache" / "sweep.json")
+(out / "cache" / "names.json").write_text('["c00", "c01"]', encoding="utf-8")
+np.savez(out / "cache" / "labels.npz", train=res.labels, eval=res.labels[:2])
+RegroupResult.load(out / "cache", "fp", from_cache=True).write_reports(out / "run")
+"""
+
+
+def test_reports_are_utf8_under_an_ascii_locale(tmp_path: Path) -> None:
+    """Issue 8 kind 2: reports with non-ASCII text are written (and copied) as UTF-8 even
+    when the locale's default encoding is ASCII (C locale without UTF-8 mode)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"  # keep the C locale: Python would coerce it to UTF-8
+    script = tmp_path / "write_reports.py"  # source files are UTF-8 whatever the locale
+    script.write_text(_ASCII_LOCALE_SCRIPT, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (tmp_path / "run" / "regroup.md").read_text(encoding="utf-8")
+    assert "café" in md or "résumé" in md
+    report = json.loads((tmp_path / "run" / "regroup.json").read_text(encoding="utf-8"))
+    assert report["contingency"]["domains"] == ["é"]
+    assert (tmp_path / "run" / "regroup_sweep.json").exists()

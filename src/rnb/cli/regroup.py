@@ -16,30 +16,26 @@ __all__ = ["format_summary", "main", "regroup"]
 
 
 def regroup(cfg: DictConfig) -> dict[str, Any]:
-    """Regroup ``cfg.data`` with ``cfg.regroup``; writes the report into the output dir."""
+    """Regroup ``cfg.data`` with ``cfg.regroup``; writes the reports into the output dir."""
     if not enabled(cfg.get("regroup")):
         raise ValueError(
             "rnb-regroup needs a regroup config: regroup=kmeans|minibatch|faiss|hdbscan|..."
         )
     out = Path(cfg.get("output_dir") or hydra_output_dir() or os.getcwd()).resolve()
-    dm = instantiate(cfg.data, regroup=None, _recursive_=False)
-    dm.regroup_cfg = cfg.regroup
-    dm.output_dir = out
-    from rnb.regroup.pipeline import regroup_labels
-
-    train, ev = dm.load_splits()
-    labels, summary = regroup_labels(dm, train, ev)
+    dm = instantiate(cfg.data, regroup=instantiate(cfg.regroup, _convert_="all"), _recursive_=False)
+    labels = dm.prepare_domains()
+    dm.write_reports(out)
     summary = {
-        **summary,
+        **dm.regroup_summary,
         "sizes": [int((labels.train == i).sum()) for i in range(len(labels.names))],
     }
-    (out / "regroup_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "regroup_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of the sweep and the chosen clustering."""
-    lines = [f"chosen k = {summary['k']}  ({summary.get('why') or summary.get('metric')})", ""]
+    lines = [f"chosen k = {summary['k']}  ({summary['why']})", ""]
     rows = summary.get("scores") or []
     if rows:
         lines.append(f"{'value':>6} {'k':>4} {'silhouette':>11} {'davies_b':>9} {'calinski_h':>11}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -23,6 +23,10 @@ from rnb.data.sources import (
     split_records,
 )
 from rnb.data.tokenize import encode_examples, load_tokenizer
+
+if TYPE_CHECKING:
+    from rnb.regroup.pipeline import Regroup
+    from rnb.regroup.result import RegroupResult
 
 __all__ = ["RnBDataModule"]
 
@@ -54,8 +58,11 @@ class RnBDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (weight changes lag by up to
             ``num_workers * prefetch_factor + 1`` batches).
         tokenizer: ``{name, vocab_size, min_frequency}``; ``name: bpe`` trains offline.
-        cache_dir: tokenizer / embedding / label caches.
-        regroup: the Regroup config (``None`` = keep predefined domains).
+        cache_dir: tokenizer cache (Regroup has its own ``regroup.cache_dir``, by default
+            the same folder).
+        regroup: a :class:`rnb.regroup.pipeline.Regroup` (``None`` = keep the predefined
+            domains). The DataModule hands it texts and labels and keeps what it returns;
+            its reports reach a run directory only through :meth:`write_reports`.
         seed: drives splitting and sampling.
         encoding: text encoding of the data files (``data.encoding``).
         encoding_errors: ``strict`` or ``replace`` for undecodable bytes
@@ -82,7 +89,7 @@ class RnBDataModule(L.LightningDataModule):
         num_workers: int = 0,
         tokenizer: dict[str, Any] | None = None,
         cache_dir: str = ".rnb_cache",
-        regroup: Any = None,
+        regroup: Regroup | None = None,
         seed: int = 0,
         encoding: str = "utf-8",
         encoding_errors: str = "strict",
@@ -118,13 +125,12 @@ class RnBDataModule(L.LightningDataModule):
             **(tokenizer or {}),
         }
         self.cache_dir = Path(cache_dir).expanduser()
-        self.regroup_cfg = regroup
+        self.regroup = regroup
         self.seed = seed
         self.encoding, self.encoding_errors = encoding, encoding_errors
         self.on_missing = on_missing
-        self.output_dir: Path | None = None  # set by train(); Regroup reports go there
         self._ready = False
-        self.regroup_summary: dict[str, Any] | None = None
+        self.regroup_result: RegroupResult | None = None
 
     # ------------------------------------------------------------------ records
     def load_splits(self) -> tuple[list[dict], list[dict]]:
@@ -133,7 +139,7 @@ class RnBDataModule(L.LightningDataModule):
         settings = ("train_path", "eval_path", "eval_fraction", "synthetic", "seed", "split")
         settings += ("text_fields", "target_field", "embed_fields", "domain_field")
         settings += ("reference_field", "encoding", "encoding_errors", "on_missing")
-        memo = repr([self.regroup_cfg is not None, *(getattr(self, k) for k in settings)])
+        memo = repr([self.regroup is not None, *(getattr(self, k) for k in settings)])
         if getattr(self, "_splits", (None,))[0] != memo:
             self._splits = (memo, self._read_splits())
         return self._splits[1]
@@ -157,7 +163,7 @@ class RnBDataModule(L.LightningDataModule):
     def _load(self, path: str, key: str) -> list[dict]:
         """Records of one file, with ``data.on_missing`` applied to every field read."""
         records = load_records(path, key, self.split, self.encoding, self.encoding_errors)
-        regroup = self.regroup_cfg is not None  # embed / reference fields feed Regroup only
+        regroup = self.regroup is not None  # embed / reference fields feed Regroup only
         roles = field_roles(
             self.text_fields,
             self.target_field,
@@ -181,16 +187,68 @@ class RnBDataModule(L.LightningDataModule):
         targets = column(records, self.target_field, "data.target_field")
         return sources, targets
 
-    def _domain_labels(self, train: list[dict], ev: list[dict]) -> DomainLabels:
-        if self.regroup_cfg is not None:
-            from rnb.regroup.pipeline import regroup_labels
+    def _regroup_inputs(
+        self, records: list[dict], split: str
+    ) -> tuple[list[str], list[Any] | None]:
+        """Texts Regroup embeds (``data.embed_fields``, else ``data.text_fields``), plus the
+        vectors of ``regroup.embedder.column`` when the embedder reads precomputed ones."""
+        fields = self.embed_fields or self.text_fields
+        texts = build_texts(
+            records, fields, "data.embed_fields" if self.embed_fields else "data.text_fields"
+        )
+        col = self.regroup.input_column if self.regroup is not None else None
+        if col is None:
+            return texts, None
+        missing = [i for i, r in enumerate(records) if r.get(col) is None]
+        if missing:
+            raise ValueError(
+                f"regroup.embedder.column='{col}' missing in {len(missing)} {split} records "
+                f"(first: {missing[0]}); columns: {sorted(records[missing[0]])}"
+            )
+        return texts, [r[col] for r in records]
 
-            labels, summary = regroup_labels(self, train, ev)
-            self.regroup_summary = summary
-            return labels
+    def _domain_labels(self, train: list[dict], ev: list[dict]) -> DomainLabels:
+        if self.regroup is not None:
+            (texts, vec), (ev_texts, ev_vec) = (
+                self._regroup_inputs(train, "train"),
+                self._regroup_inputs(ev, "eval"),
+            )
+            field, ref = self.domain_field, self.reference_field
+            result = self.regroup.run(
+                texts,
+                ev_texts,
+                predefined=column(train, field, "data.domain_field") if field else None,
+                predefined_eval=column(ev, field, "data.domain_field") if field else None,
+                reference=column(train, ref, "data.reference_field") if ref else None,
+                vectors=None if vec is None else (vec, ev_vec),
+            )
+            self.regroup_result = result
+            return DomainLabels(result.names, result.train, result.eval)
         if self.domain_field is not None:
             return labels_from_field(train, ev, self.domain_field)
         return single_domain(len(train), len(ev))
+
+    @property
+    def regroup_summary(self) -> dict[str, Any] | None:
+        """The ``regroup`` entry of ``summary.json`` (None without Regroup)."""
+        return None if self.regroup_result is None else self.regroup_result.summary
+
+    @property
+    def regroup_fingerprint(self) -> str | None:
+        """Cache key of the Regroup result (resume checks compare it); None without Regroup."""
+        return None if self.regroup_result is None else self.regroup_result.fingerprint
+
+    def prepare_domains(self) -> DomainLabels:
+        """Load the splits and compute their domains only (``rnb-regroup``; no tokenizer)."""
+        return self._domain_labels(*self.load_splits())
+
+    def write_reports(self, out_dir: Path) -> list[Path]:
+        """Copy Regroup's reports into ``out_dir`` (``regroup.json``, ``regroup.md``,
+        ``regroup_sweep.json``, ``regroup_sweep.png``); nothing without Regroup.
+
+        Call after :meth:`prepare_data`/:meth:`setup`, which never write outside the cache.
+        """
+        return [] if self.regroup_result is None else self.regroup_result.write_reports(out_dir)
 
     def prepare_data(self) -> None:
         """Runs once per node: Regroup and the BPE are computed and cached on disk."""
@@ -258,7 +316,7 @@ class RnBDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Identity of the domains (saved in checkpoints to refuse an inconsistent resume)."""
         return {
-            "regroup_fingerprint": getattr(self, "regroup_fingerprint", None) or "none",
+            "regroup_fingerprint": self.regroup_fingerprint or "none",
             "domains": list(self.domain_names),
         }
 

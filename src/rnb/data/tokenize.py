@@ -1,20 +1,27 @@
 """Offline tokenisation: a byte-level BPE trained on the training split, or any HF tokenizer.
 
 The BPE is cached under ``<cache_dir>/tokenizers/<fingerprint>/tokenizer.json`` keyed by
-the training texts and the tokenizer settings, so a sweep trains it once.
+the training texts, the tokenizer settings and the code version
+(:func:`rnb.caching.code_version`), so a sweep trains it once and a new release retrains it.
+Training holds the entry's file lock, so concurrent jobs sharing a cache train it once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rnb.caching import cache_lock, code_version
+
 __all__ = ["TokenizedSplit", "encode_examples", "load_tokenizer"]
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
+#: Format version of the cached BPE; bump when training or its settings change.
+FORMAT_VERSION = 2
 
 
 def _fingerprint(texts: Sequence[str], *parts: object) -> str:
@@ -57,24 +64,33 @@ def load_tokenizer(
         raise ValueError(
             f"model.tokenizer.vocab_size must be >= 300 for byte-level BPE, got {vocab_size}"
         )
-    fp = _fingerprint(train_texts, "bytebpe-v1", vocab_size, min_frequency)
+    fp = _fingerprint(
+        train_texts, code_version("tokenizer", FORMAT_VERSION), vocab_size, min_frequency
+    )
     path = Path(cache_dir) / "tokenizers" / fp / "tokenizer.json"
     if not path.exists():
-        from tokenizers import ByteLevelBPETokenizer
-
-        bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(
-            list(train_texts),
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=[EOS, PAD],
-            show_progress=False,
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        bpe.save(str(tmp))
-        tmp.replace(path)
+        with cache_lock(path.parent):
+            if not path.exists():  # else another process trained it while we waited
+                _train_bpe(train_texts, vocab_size, min_frequency, path)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS, pad_token=PAD)
+
+
+def _train_bpe(train_texts: Sequence[str], vocab_size: int, min_frequency: int, path: Path) -> None:
+    """Train a byte-level BPE and publish it at ``path`` with an atomic rename."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        list(train_texts),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS, PAD],
+        show_progress=False,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    bpe.save(str(tmp))
+    tmp.replace(path)
 
 
 class TokenizedSplit:

@@ -1,10 +1,14 @@
 """On-disk embedding cache: fingerprints, keys, chunked and resumable computation.
 
-Embeddings are stored as ``<cache_dir>/embeddings/<key>.npy`` and memory-mapped on read.
-While a corpus is being embedded, rows go to ``<key>.partial.npy`` (a preallocated
-``open_memmap``) and a small ``<key>.partial.json`` records how many chunks are finished,
+Embeddings are stored as ``<cache_dir>/embeddings/<entry>.npy`` and memory-mapped on read,
+where ``<entry>`` hashes the caller's key with the code version
+(:func:`rnb.caching.code_version`), so embeddings never outlive the code that wrote them.
+While a corpus is being embedded, rows go to ``<entry>.partial.npy`` (a preallocated
+``open_memmap``) and a small ``<entry>.partial.json`` records how many chunks are finished,
 so an interrupted run resumes at the first unfinished chunk. The finished file appears
-through an atomic ``os.replace``: a reader never sees a half-written ``<key>.npy``.
+through an atomic ``os.replace``: a reader never sees a half-written ``<entry>.npy``.
+A writer holds a file lock on the entry (:func:`rnb.caching.cache_lock`), so two processes
+embedding the same corpus never share the partial file: the second waits, then loads.
 
 Nothing is pickled; only ``.npy`` and JSON are written.
 """
@@ -21,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rnb.caching import cache_lock, code_version
+
 __all__ = [
     "EmbeddingCache",
     "Encoder",
@@ -32,6 +38,8 @@ __all__ = [
 
 # Bump when the on-disk layout or the meaning of a fingerprint changes, so old caches miss.
 _FINGERPRINT_VERSION = 1
+#: Format version of the embedding files (part of every entry name).
+FORMAT_VERSION = 1
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -69,8 +77,8 @@ def fingerprint_texts(texts: Sequence[str]) -> str:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ValueError(
-                f"data.text_field: expected every text to be a str, got {type(t).__name__} "
-                f"at row {i}"
+                f"data.embed_fields / data.text_fields: expected every text to be a str, got "
+                f"{type(t).__name__} at row {i}"
             )
         b = t.encode("utf-8", errors="surrogatepass")
         h.update(len(b).to_bytes(8, "little"))
@@ -136,7 +144,7 @@ def fingerprint_config(kind: str, config: dict[str, Any]) -> str:
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, sort_keys=True))
+    tmp.write_text(json.dumps(obj, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -166,8 +174,8 @@ class EmbeddingCache:
         cache_dir: Root cache directory; files go to ``cache_dir/embeddings/``.
 
     Notes:
-        Not safe for two processes computing the same key at once; run the regroup stage
-        on a single rank (Lightning's ``prepare_data``), which is where the pipeline calls it.
+        Safe for concurrent processes: computing an entry holds its file lock, so a second
+        process computing the same key waits and then loads the finished file.
     """
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
@@ -175,10 +183,10 @@ class EmbeddingCache:
         self.dir = self.cache_dir / "embeddings"
 
     def path(self, key: str) -> Path:
-        """Final ``.npy`` path of ``key``."""
+        """Final ``.npy`` path of ``key`` (for the running code version)."""
         if not _KEY_RE.match(key):
             raise ValueError(f"cache key must match [A-Za-z0-9._-]+, got {key!r}")
-        return self.dir / f"{key}.npy"
+        return self.dir / f"{make_key(code_version('embeddings', FORMAT_VERSION), key)}.npy"
 
     def has(self, key: str) -> bool:
         """Whether a finished embedding file exists for ``key``."""
@@ -218,10 +226,18 @@ class EmbeddingCache:
         final = self.path(key)
         if final.exists():
             return self._load(final, n)
+        with cache_lock(final):
+            if not final.exists():  # else another process finished it while we waited
+                self._compute(final, texts, embedder, chunk_size)
+        return self._load(final, n)
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        partial = self.dir / f"{key}.partial.npy"
-        progress_path = self.dir / f"{key}.partial.json"
+    def _compute(
+        self, final: Path, texts: Sequence[Any], embedder: Encoder, chunk_size: int
+    ) -> None:
+        """Embed ``texts`` chunk by chunk into ``final`` (the caller holds its lock)."""
+        n = len(texts)
+        partial = final.with_name(final.stem + ".partial.npy")
+        progress_path = final.with_name(final.stem + ".partial.json")
         n_chunks = -(-n // chunk_size)
 
         if getattr(embedder, "is_fitted", True) is False and hasattr(embedder, "fit"):
@@ -249,7 +265,6 @@ class EmbeddingCache:
         del mm  # close the map before renaming (required on Windows)
         os.replace(partial, final)
         progress_path.unlink(missing_ok=True)
-        return self._load(final, n)
 
     @staticmethod
     def _resume(
@@ -259,7 +274,7 @@ class EmbeddingCache:
         if not (partial.exists() and progress_path.exists()):
             return None, 0
         try:
-            prog = json.loads(progress_path.read_text())
+            prog = json.loads(progress_path.read_text(encoding="utf-8"))
             mm = np.lib.format.open_memmap(partial, mode="r+")
         except (OSError, ValueError):
             return None, 0  # unreadable leftovers: start over (they get overwritten)

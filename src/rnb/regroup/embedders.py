@@ -115,7 +115,7 @@ class SentenceTransformerEmbedder:
             return int(get())
         cfg = Path(resolve_model(self.model)) / "1_Pooling" / "config.json"
         if cfg.is_file():
-            return int(json.loads(cfg.read_text())["word_embedding_dimension"])
+            return int(json.loads(cfg.read_text(encoding="utf-8"))["word_embedding_dimension"])
         return None
 
     def _load(self) -> Any:

@@ -1,246 +1,292 @@
 """Regroup end to end: embed → reduce → sweep k → pick → assign eval → report, cached.
 
+:class:`Regroup` is a configured object (``_target_`` in ``conf/regroup/*.yaml``; its
+``__init__`` parameters are the YAML keys). Its one method :meth:`Regroup.run` takes the
+texts of the train and eval splits (plus optional predefined / reference labels) and
+returns a :class:`~rnb.regroup.result.RegroupResult`. It knows nothing about records or
+data files: the DataModule builds the texts and hands them over.
+
 The result of a configuration is cached under ``<cache_dir>/regroup/<fingerprint>/``
-where the fingerprint covers the train and eval texts, the embedder, reducer, clusterer
-and sweep settings and the seed; a rerun (or another DDP rank) only loads the labels.
+where the fingerprint covers the texts (and labels), the embedder, reducer, clusterer,
+sweep settings, the seed and the code version; a rerun (or another DDP rank, or another
+job of a multirun) only loads it. Reports stay in that folder until
+:meth:`RegroupResult.write_reports` copies them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from rnb.data.labels import DomainLabels
-from rnb.data.sources import build_texts, column
+from rnb.caching import cache_lock, code_version, publish_dir, temp_dir
 from rnb.regroup.cache import EmbeddingCache, fingerprint_array, fingerprint_texts, make_key
+from rnb.regroup.result import RegroupResult
 
-__all__ = ["RegroupResult", "regroup_labels", "run_regroup"]
+__all__ = ["Regroup", "RegroupResult"]
 
-_CACHE_VERSION = "regroup-v1"
+log = logging.getLogger(__name__)
 
-
-@dataclass
-class RegroupResult:
-    """Labels of a regrouping plus its report and summary."""
-
-    labels: DomainLabels
-    summary: dict[str, Any]
-    report: dict[str, Any]
-    fingerprint: str
+#: Format version of a result folder; bump when the labels or reports change for the
+#: same inputs, so older cached results miss.
+FORMAT_VERSION = 2
+_DEFAULT_K = (8, 12, 16, 20, 24, 28, 32)
 
 
-def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _embed(
-    embedder: Any, train: list[dict], ev: list[dict], texts: list[str], ev_texts: list[str],
-    cache: EmbeddingCache, chunk: int,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    from rnb.regroup.precomputed import PrecomputedEmbedder
-
-    if isinstance(embedder, PrecomputedEmbedder):
-        if embedder.column is not None:
-            return embedder.from_records(train), embedder.from_records(ev)
-        if embedder.eval_path is None:
-            raise ValueError("embedder.eval_path: precomputed file embeddings need eval rows too")
-        return embedder.encode(texts), embedder.encode_eval(ev_texts)
-    emb_fp = embedder.fingerprint()
-    X = cache.get_or_compute(make_key(fingerprint_texts(texts), emb_fp), texts, embedder, chunk)
-    Xe = cache.get_or_compute(
-        make_key(fingerprint_texts(ev_texts), emb_fp), ev_texts, embedder, chunk
-    )
-    return np.asarray(X), np.asarray(Xe)
-
-
-def _fingerprint(
-    cfg: Any, embedder: Any, train: list[dict], ev: list[dict], texts: list[str],
-    ev_texts: list[str], seed: int, domain_field: str | None,
-) -> str:  # fmt: skip
-    from rnb.regroup.precomputed import PrecomputedEmbedder
-
-    if isinstance(embedder, PrecomputedEmbedder) and embedder.column is not None:
-        data = [
-            fingerprint_array(embedder.from_records(train)),
-            fingerprint_array(embedder.from_records(ev)),
-        ]
-    else:
-        data = [fingerprint_texts(texts), fingerprint_texts(ev_texts)]
-    if hasattr(embedder, "fit") and not getattr(embedder, "is_fitted", True):
-        embedder.fit(texts)  # corpus-dependent embedders: the fit is part of the key
-    settings = {
-        k: _plain(cfg.get(k))
-        for k in cfg
-        if k not in ("embedder", "enabled", "report", "embed_chunk_size")
+def _describe(component: Any) -> dict[str, Any]:
+    """Class and keyword arguments of a (partial) clusterer, for the fingerprint."""
+    func = getattr(component, "func", component)
+    return {
+        "target": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}",
+        "kwargs": dict(getattr(component, "keywords", {}) or {}),
     }
-    parts = [_CACHE_VERSION, *data, embedder.fingerprint(), json.dumps(settings, sort_keys=True)]
-    return make_key(*parts, str(seed), str(domain_field))[:20]
 
 
-def run_regroup(
-    cfg: Any,
-    train: list[dict],
-    ev: list[dict],
-    *,
-    text_fields: Any,
-    domain_field: str | None = None,
-    reference_field: str | None = None,
-    cache_dir: str | Path = ".rnb_cache",
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-) -> RegroupResult:
-    """Run (or load from cache) the Regroup stage.
+def _hash_labels(values: Sequence[Any] | None) -> str:
+    return "none" if values is None else fingerprint_texts([str(v) for v in values])
+
+
+class Regroup:
+    """The Regroup stage of R&B (method.md, Stage 1) as one configured object.
 
     Args:
-        cfg: the ``regroup`` config node (embedder, reducer, clusterer, sweep settings).
-        train: training records.
-        ev: evaluation records.
-        text_fields: fields embedded (``regroup.text_fields`` overrides ``data.text_fields``).
-        domain_field: predefined domains (contingency table; ``clusterer=original``).
-        reference_field: latent labels for ARI/NMI.
-        cache_dir: embedding and label cache.
-        out_dir: where ``regroup.json``, ``regroup.md``, ``regroup_sweep.json``/``.png`` go.
-        seed: drives clustering and the silhouette sample.
+        embedder: anything with ``encode(texts) -> [n, d]`` and ``fingerprint()``
+            (``regroup/embedder=minilm|tfidf|precomputed``). An embedder with
+            ``encode_eval`` (precomputed) brings its own eval rows and is not cached.
+        reducer: ``fit_transform``/``transform``/``fingerprint``
+            (``regroup/reducer=none|pca|umap``).
+        clusterer: a factory (Hydra ``_partial_: true``) called as
+            ``clusterer(**{param: value})`` once per sweep value; a clusterer class with
+            ``keeps_predefined_domains`` (``clusterer=original``) keeps the predefined
+            domains instead.
+        param: the clusterer keyword the sweep sets (``n_clusters``, ``min_cluster_size``).
+        k_values: sweep values: a list, or ``{start, stop, step}`` (``range`` semantics).
+        metric: ``silhouette`` | ``davies_bouldin`` | ``calinski_harabasz``.
+        silhouette_sample: seeded sample size of the silhouette (None = all points).
+        silhouette_metric: ``euclidean`` | ``cosine``.
+        min_cluster_size: smaller clusters merge into their nearest neighbour (1 = off).
+        noise_policy: ``nearest`` | ``own_cluster`` (noise of density-based clusterers).
+        ood_quantile: eval points beyond this quantile of their cluster's training
+            distances are flagged out-of-distribution.
+        embed_chunk_size: rows embedded (and cached) per chunk; does not change results.
+        cache_dir: root of the embedding and result caches.
+        seed: silhouette sample and example order (clusterers get their own seed keys).
     """
-    if not ev:
-        raise ValueError("the eval split is empty: set data.eval_path or data.eval_fraction")
-    fields = _plain(_cfg_get(cfg, "text_fields", text_fields))
-    texts, ev_texts = build_texts(train, fields), build_texts(ev, fields)
-    embedder = instantiate(cfg.embedder, _convert_="all")
-    fp = _fingerprint(cfg, embedder, train, ev, texts, ev_texts, seed, domain_field)
-    folder = Path(cache_dir) / "regroup" / fp
-    if not (folder / "labels.npz").exists():
-        _compute(cfg, embedder, train, ev, texts, ev_texts, folder, seed, domain_field, reference_field, cache_dir)  # fmt: skip
-    data = np.load(folder / "labels.npz")
-    report = json.loads((folder / "regroup.json").read_text())
-    names = list(json.loads((folder / "names.json").read_text()))
-    labels = DomainLabels(names, data["train"], data["eval"])
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in folder.iterdir():
-            if f.name.startswith("regroup") or f.name.startswith("sweep"):
-                shutil.copy2(
-                    f, out / (f.name if f.name.startswith("regroup") else f"regroup_{f.name}")
-                )
-    sel = report.get("selection") or {}
-    summary = {
-        "k": len(names),
-        "fingerprint": fp,
-        "param": sel.get("param"),
-        "metric": sel.get("metric"),
-        "chosen": sel.get("chosen"),
-        "why": sel.get("why"),
-        "scores": [
-            {
-                key: r.get(key)
-                for key in ("value", "k_found", "silhouette", "davies_bouldin", "calinski_harabasz")
-            }
-            for r in sel.get("rows", [])
-        ],
-        "agreement": report.get("agreement"),
-        "ood_eval": (report.get("ood") or {}).get("count"),
-        "cache": str(folder),
-    }
-    return RegroupResult(labels, summary, report, fp)
 
+    def __init__(
+        self,
+        embedder: Any,
+        reducer: Any,
+        clusterer: Callable[..., Any],
+        param: str = "n_clusters",
+        k_values: Sequence[int] | Mapping[str, int] = _DEFAULT_K,
+        metric: str = "silhouette",
+        silhouette_sample: int | None = 10000,
+        silhouette_metric: str = "cosine",
+        min_cluster_size: int = 10,
+        noise_policy: str = "nearest",
+        ood_quantile: float = 0.99,
+        embed_chunk_size: int = 8192,
+        cache_dir: str | Path = ".rnb_cache",
+        seed: int = 0,
+    ) -> None:
+        self.embedder = embedder
+        self.reducer = reducer
+        self.clusterer = clusterer
+        self.param = param
+        self.k_values = k_values if isinstance(k_values, Mapping) else list(k_values)
+        self.metric = metric
+        self.silhouette_sample = silhouette_sample
+        self.silhouette_metric = silhouette_metric
+        self.min_cluster_size = min_cluster_size
+        self.noise_policy = noise_policy
+        self.ood_quantile = ood_quantile
+        self.embed_chunk_size = embed_chunk_size
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.seed = seed
 
-def _compute(
-    cfg: Any, embedder: Any, train: list[dict], ev: list[dict], texts: list[str],
-    ev_texts: list[str], folder: Path, seed: int, domain_field: str | None,
-    reference_field: str | None, cache_dir: str | Path,
-) -> None:  # fmt: skip
-    from rnb.regroup.assign import assign_to_centroids
-    from rnb.regroup.clusterers import OriginalDomains
-    from rnb.regroup.postprocess import centroids
-    from rnb.regroup.report import build_report, write_report
-    from rnb.regroup.selection import sweep
+    @property
+    def keeps_predefined_domains(self) -> bool:
+        """True for ``regroup=original`` (the clusterer keeps ``data.domain_field``)."""
+        func = getattr(self.clusterer, "func", self.clusterer)
+        return bool(getattr(func, "keeps_predefined_domains", False))
 
-    cache = EmbeddingCache(cache_dir)
-    X, Xe = _embed(
-        embedder, train, ev, texts, ev_texts, cache, int(_cfg_get(cfg, "embed_chunk_size", 8192))
-    )
-    reducer = instantiate(cfg.reducer, _convert_="all")
-    Xr = np.asarray(reducer.fit_transform(X), dtype=np.float32)
-    Xer = np.asarray(reducer.transform(Xe), dtype=np.float32)
-    domains = column(train, domain_field, "data.domain_field") if domain_field else None
-    clusterer = instantiate(cfg.clusterer, _convert_="all")
-    result = None
-    if isinstance(clusterer, OriginalDomains):
+    @property
+    def input_column(self) -> str | None:
+        """The record field holding precomputed vectors (``embedder.column``), if any;
+        the caller then passes them as ``vectors``."""
+        return getattr(self.embedder, "column", None)
+
+    def fingerprint(
+        self,
+        texts_train: Sequence[str],
+        texts_eval: Sequence[str],
+        *,
+        predefined: Sequence[Any] | None = None,
+        reference: Sequence[Any] | None = None,
+        vectors: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    ) -> str:
+        """The cache key of :meth:`run` with the same arguments (20 hex characters)."""
+        if getattr(self.embedder, "is_fitted", True) is False and hasattr(self.embedder, "fit"):
+            self.embedder.fit(list(texts_train))  # corpus-dependent: the fit is part of the key
+        data = [fingerprint_texts(texts_train), fingerprint_texts(texts_eval)]
+        if vectors is not None:
+            data += [fingerprint_array(self.embedder.encode(v)) for v in vectors]
+        settings = {
+            "param": self.param,
+            "k_values": self.k_values,
+            "metric": self.metric,
+            "silhouette_sample": self.silhouette_sample,
+            "silhouette_metric": self.silhouette_metric,
+            "min_cluster_size": self.min_cluster_size,
+            "noise_policy": self.noise_policy,
+            "ood_quantile": self.ood_quantile,
+            "clusterer": _describe(self.clusterer),
+            "seed": self.seed,
+        }
+        return make_key(
+            code_version("regroup", FORMAT_VERSION),
+            *data,
+            _hash_labels(predefined),
+            _hash_labels(reference),
+            self.embedder.fingerprint(),
+            self.reducer.fingerprint(),
+            json.dumps(settings, sort_keys=True, default=str),
+        )[:20]
+
+    def run(
+        self,
+        texts_train: Sequence[str],
+        texts_eval: Sequence[str],
+        *,
+        predefined: Sequence[Any] | None = None,
+        predefined_eval: Sequence[Any] | None = None,
+        reference: Sequence[Any] | None = None,
+        vectors: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    ) -> RegroupResult:
+        """Regroup the training texts and assign every eval text (or load the cached result).
+
+        Args:
+            texts_train: ``n_train`` texts (embedded, and used by the report).
+            texts_eval: ``n_eval`` texts.
+            predefined: predefined domain of each training text (``data.domain_field``):
+                the report's contingency table, and the domains of ``regroup=original``.
+            predefined_eval: predefined domain of each eval text; only checked (every eval
+                domain must have training examples) by ``regroup=original``.
+            reference: latent label of each training text (``data.reference_field``);
+                ARI/NMI in the report only.
+            vectors: ``(train, eval)`` per-record vectors for an embedder reading a column
+                (:attr:`input_column`); they are embedded instead of the texts.
+
+        Returns:
+            The labels, names, summary, report and fingerprint.
+
+        Raises:
+            ValueError: empty eval split, misaligned labels, ``regroup=original`` without
+                predefined domains, or any error of the sweep (named by config key).
+        """
+        if not len(texts_eval):
+            raise ValueError("the eval split is empty: set data.eval_path or data.eval_fraction")
+        for name, values in (("data.domain_field", predefined), ("data.reference_field", reference)):  # fmt: skip
+            if values is not None and len(values) != len(texts_train):
+                raise ValueError(f"{name}: {len(values)} labels for {len(texts_train)} texts")
+        if self.input_column is not None and vectors is None:
+            raise ValueError(
+                f"regroup.embedder.column={self.input_column!r}: pass the column's vectors "
+                "(Regroup.run(..., vectors=(train, eval)))"
+            )
+        fp = self.fingerprint(
+            texts_train, texts_eval, predefined=predefined, reference=reference, vectors=vectors
+        )
+        folder = self.cache_dir / "regroup" / fp
+        computed = False
+        if not (folder / "labels.npz").exists():  # a finished folder is read without the lock
+            with cache_lock(folder):  # a concurrent run with the same key waits, then reuses
+                if not (folder / "labels.npz").exists():
+                    computed = self._compute_into(folder, texts_train, texts_eval, predefined, predefined_eval, reference, vectors)  # fmt: skip
+        log.info("Regroup %s: %s", "computed" if computed else "loaded from cache", folder)
+        return RegroupResult.load(folder, fp, from_cache=not computed)
+
+    # ------------------------------------------------------------------ compute
+    def _compute_into(self, folder: Path, *args: Any) -> bool:
+        """Compute into a private temporary folder, then publish it atomically as ``folder``
+        (a crash leaves no half-written result; a stale one from an older crash is ignored)."""
+        tmp = temp_dir(folder)
+        try:
+            self._compute(tmp, *args)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return publish_dir(tmp, folder)
+
+    def _embed(
+        self, items: Sequence[Any], items_eval: Sequence[Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if hasattr(self.embedder, "encode_eval"):  # precomputed: rows come from elsewhere
+            return self.embedder.encode(items), self.embedder.encode_eval(items_eval)
+        cache, emb_fp = EmbeddingCache(self.cache_dir), self.embedder.fingerprint()
+        X, Xe = (
+            cache.get_or_compute(
+                make_key(fingerprint_texts(t), emb_fp), t, self.embedder, self.embed_chunk_size
+            )
+            for t in (items, items_eval)
+        )
+        return np.asarray(X), np.asarray(Xe)
+
+    def _compute(
+        self, folder: Path, texts: Sequence[str], ev_texts: Sequence[str],
+        domains: Sequence[Any] | None, ev_domains: Sequence[Any] | None,
+        reference: Sequence[Any] | None, vectors: tuple[Sequence[Any], Sequence[Any]] | None,
+    ) -> None:  # fmt: skip
+        from rnb.regroup.assign import assign_to_centroids
+        from rnb.regroup.postprocess import centroids
+        from rnb.regroup.report import build_report, write_report
+        from rnb.regroup.selection import sweep
+
+        X, Xe = self._embed(*(vectors if vectors is not None else (texts, ev_texts)))
+        Xr = np.asarray(self.reducer.fit_transform(X), dtype=np.float32)
+        Xer = np.asarray(self.reducer.transform(Xe), dtype=np.float32)
+        result = None
+        if self.keeps_predefined_domains:
+            labels, names = self._predefined(domains, ev_domains)
+            centers = centroids(Xr, labels, len(names))
+        else:
+            result = sweep(
+                Xr, lambda value: self.clusterer(**{self.param: int(value)}), self.k_values,
+                param=self.param, metric=self.metric, silhouette_sample=self.silhouette_sample,
+                silhouette_metric=self.silhouette_metric, seed=self.seed,
+                min_cluster_size=self.min_cluster_size, noise_policy=self.noise_policy,
+            )  # fmt: skip
+            labels, centers = np.asarray(result.labels), np.asarray(result.centers)
+            names = [f"c{i:02d}" for i in range(int(labels.max()) + 1)]
+        assignment = assign_to_centroids(Xer, centers, Xr, labels, ood_quantile=self.ood_quantile)
+        report = build_report(
+            list(texts), labels, assignment.labels, domains_train=domains,
+            reference_train=reference, sweep=result, assignment=assignment,
+            embeddings_train=Xr, seed=self.seed,
+        )  # fmt: skip
+        np.savez(folder / "labels.npz", train=labels, eval=assignment.labels, eval_distance=assignment.distances, eval_ood=assignment.ood_mask)  # fmt: skip
+        (folder / "names.json").write_text(json.dumps(names), encoding="utf-8")
+        write_report(report, folder)
+        if result is not None:
+            result.to_json(folder / "sweep.json")
+            result.plot(folder / "sweep.png")
+
+    @staticmethod
+    def _predefined(
+        domains: Sequence[Any] | None, ev_domains: Sequence[Any] | None
+    ) -> tuple[np.ndarray, list[str]]:
         if domains is None:
             raise ValueError("regroup=original needs data.domain_field (the predefined domains)")
-        names = sorted(set(domains))
-        labels = np.array([names.index(d) for d in domains], dtype=np.int64)
-        ev_dom = column(ev, domain_field, "data.domain_field")
-        unknown = sorted(set(ev_dom) - set(names))
+        names = sorted({str(d) for d in domains})
+        index = {n: i for i, n in enumerate(names)}
+        labels = np.array([index[str(d)] for d in domains], dtype=np.int64)
+        unknown = sorted({str(d) for d in ev_domains or ()} - set(names))
         if unknown:
             raise ValueError(f"data.domain_field: eval domains {unknown} have no training examples")
-        centers = centroids(Xr, labels, len(names))
-    else:
-        param = str(_cfg_get(cfg, "param", "n_clusters"))
-        values = _plain(cfg.k_values)
-
-        def factory(value: int) -> Any:
-            return instantiate(cfg.clusterer, _convert_="all", **{param: int(value)})
-
-        result = sweep(
-            Xr, factory, values, param=param,
-            metric=str(_cfg_get(cfg, "metric", "silhouette")),
-            silhouette_sample=_cfg_get(cfg, "silhouette_sample", 10000),
-            silhouette_metric=str(_cfg_get(cfg, "silhouette_metric", "euclidean")),
-            seed=seed,
-            min_cluster_size=int(_cfg_get(cfg, "min_cluster_size", 1)),
-            noise_policy=str(_cfg_get(cfg, "noise_policy", "nearest")),
-        )  # fmt: skip
-        labels, centers = np.asarray(result.labels), np.asarray(result.centers)
-        names = [f"c{i:02d}" for i in range(int(labels.max()) + 1)]
-    assignment = assign_to_centroids(
-        Xer, centers, Xr, labels, ood_quantile=float(_cfg_get(cfg, "ood_quantile", 0.99))
-    )
-    reference = column(train, reference_field, "data.reference_field") if reference_field else None
-    report = build_report(
-        texts, labels, assignment.labels, domains_train=domains, reference_train=reference,
-        sweep=result, assignment=assignment, embeddings_train=Xr, seed=seed,
-    )  # fmt: skip
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.savez(tmp / "labels.npz", train=labels, eval=assignment.labels, eval_distance=assignment.distances, eval_ood=assignment.ood_mask)  # fmt: skip
-    (tmp / "names.json").write_text(json.dumps(names))
-    write_report(report, tmp)
-    if result is not None:
-        result.to_json(tmp / "sweep.json")
-        result.plot(tmp / "sweep.png")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.replace(folder)
-
-
-def regroup_labels(
-    dm: Any, train: list[dict], ev: list[dict]
-) -> tuple[DomainLabels, dict[str, Any]]:
-    """DataModule hook: Regroup with the DataModule's data settings."""
-    result = run_regroup(
-        dm.regroup_cfg,
-        train,
-        ev,
-        text_fields=dm.embed_fields or dm.text_fields,
-        domain_field=dm.domain_field,
-        reference_field=dm.reference_field,
-        cache_dir=dm.cache_dir,
-        out_dir=dm.output_dir,
-        seed=dm.seed,
-    )
-    dm.regroup_fingerprint = result.fingerprint
-    return result.labels, result.summary
+        return labels, names

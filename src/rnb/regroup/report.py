@@ -152,7 +152,7 @@ def build_report(
     lab_eval = np.asarray(labels_eval, dtype=np.int64).reshape(-1)
     n, n_eval = len(lab), len(lab_eval)
     if len(texts_train) != n:
-        raise ValueError(f"data.text_field: {len(texts_train)} texts for {n} training labels")
+        raise ValueError(f"data.embed_fields: {len(texts_train)} texts for {n} training labels")
     if n == 0 or lab.min() < 0 or (n_eval and lab_eval.min() < 0):
         raise ValueError("regroup.noise_policy: need non-empty train labels and all labels >= 0")
     k = int(max(lab.max(), lab_eval.max() if n_eval else 0)) + 1
@@ -316,6 +316,6 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jp, mp = out / "regroup.json", out / "regroup.md"
-    jp.write_text(json.dumps(_clean(report), indent=2, allow_nan=False))
-    mp.write_text(_markdown(report))
+    jp.write_text(json.dumps(_clean(report), indent=2, allow_nan=False), encoding="utf-8")
+    mp.write_text(_markdown(report), encoding="utf-8")
     return jp, mp

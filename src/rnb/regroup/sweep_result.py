@@ -122,13 +122,13 @@ class SweepResult:
         """Write :meth:`to_dict` as JSON; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
         return path
 
     @classmethod
     def from_json(cls, path: str | Path) -> SweepResult:
         """Read a file written by :meth:`to_json` (labels/centers are not stored there)."""
-        d = json.loads(Path(path).read_text())
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
         rows = []
         for r in d["rows"]:
             r = dict(r)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rnb.config import enabled
+
 __all__ = ["compare", "failed_runs", "find_summaries", "load_runs", "weights_frame"]
 
 
@@ -52,7 +54,7 @@ def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "failed_at_step": failed_at,
         "reason": reason,
         "strategy": strat.get("name"),
-        "regroup": "none" if not regroup_cfg.get("enabled", False) else (rg.get("param") or "on"),
+        "regroup": "none" if not enabled(regroup_cfg) else (rg.get("param") or "on"),
         "k": len(summary.get("domains") or []),
         "seed": summary.get("seed"),
         "steps": summary.get("steps"),
