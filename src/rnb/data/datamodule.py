@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class RnBDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.regroup_cfg = regroup
         self.seed = seed
-        self.output_dir: Path | None = None  # set by train(); Regroup reports go there
+        self.output_dir: Path | None = None  # rnb-regroup sets it; rnb-train uses write_reports
         self._ready = False
         self.regroup_summary: dict[str, Any] | None = None
 
@@ -208,6 +209,28 @@ class RnBDataModule(L.LightningDataModule):
             self._eval_rank, self._eval_world = trainer.global_rank, trainer.world_size
         else:
             self._eval_rank, self._eval_world = 0, 1
+
+    def write_reports(self, out_dir: Path) -> list[Path]:
+        """Copy the Regroup reports into a run dir (no-op without Regroup).
+
+        ``regroup.json``, ``regroup.md`` and the sweep's ``sweep.json``/``sweep.png`` (as
+        ``regroup_sweep.*``) come from the Regroup cache folder; `train` calls this only after
+        a resume passed its check, so a refused resume leaves the run dir untouched.
+
+        Returns:
+            The files written.
+        """
+        if not self.regroup_summary:
+            return []
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for f in sorted(Path(self.regroup_summary["cache"]).iterdir()):
+            if f.name.startswith("regroup") or f.name.startswith("sweep"):
+                dest = out / (f.name if f.name.startswith("regroup") else f"regroup_{f.name}")
+                shutil.copy2(f, dest)
+                written.append(dest)
+        return written
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
