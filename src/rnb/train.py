@@ -88,6 +88,9 @@ def build_run(
         save_top_k=1,
         monitor=None,
         save_last=True,
+        # Overwrite last.ckpt: with the default counter a run dir that was moved or copied
+        # before a resume got last-v1.ckpt, and resume=auto kept restarting from the old one.
+        enable_version_counter=False,
     )
     logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
     trainer = instantiate(
@@ -126,7 +129,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     dm = build_datamodule(cfg)
     record.verify(dm)
     out.mkdir(parents=True, exist_ok=True)
-    adopt_invocation(out, composed)
+    saved = adopt_invocation(out, composed)  # held log lines; this invocation's config
+    if saved is not None and record.resumes and ckpt_path is not None:
+        record.resumes[-1]["config_dir"] = str(saved)
     if rank_zero_only.rank == 0:
         dm.write_reports(out)
     run = build_run(cfg, out, [record, *(callbacks or [])], datamodule=dm)
