@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from rnb.config import compose
 from rnb.data.synthetic import SyntheticConfig, generate
 from rnb.run.record import ResumeRefused
 from rnb.train import train
+from tests.conftest import TINY
 from tests.helpers import Crash, CrashAt
 
 SOURCES = ("brainstorming", "classification", "closed_qa")
@@ -183,7 +186,12 @@ def test_allowed_changes_resume_and_are_recorded(base: dict, tmp_path: Path) -> 
 def test_killed_run_keeps_history_of_uninterrupted_run(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
-    over = [*tiny_overrides, "strategy=rnb", "trainer.max_steps=16", "checkpoint.every_n_train_steps=3"]
+    over = [
+        *tiny_overrides,
+        "strategy=rnb",
+        "trainer.max_steps=16",
+        "checkpoint.every_n_train_steps=3",
+    ]
     full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
     part = [*over, f"output_dir={tmp_path / 'part'}"]
     with pytest.raises(Crash):  # last checkpoint at step 9; the killed run logged step 10 too
@@ -197,3 +205,49 @@ def test_killed_run_keeps_history_of_uninterrupted_run(
     assert len(a) > 10
     cols = ["step", "train/loss", "val/loss", *[c for c in a.columns if c.startswith("balance/")]]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+REGROUP = [
+    "regroup=kmeans",
+    "regroup/embedder=tfidf",
+    "regroup.embedder.dim=32",
+    "regroup.embedder.progress=false",
+    "regroup.k_values=[4,6,8]",
+    "regroup.min_cluster_size=5",
+]
+
+
+def _rnb_train(run: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rnb.train", *overrides, f"hydra.run.dir={run}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_refused_resume_leaves_hydra_run_dir_byte_identical(tmp_path: Path) -> None:
+    """Reproducer (c) through `rnb-train`: Hydra's own files in the run dir included."""
+    run = tmp_path / "run"
+    base = [*TINY, *REGROUP, "trainer.max_steps=4", "resume=auto"]
+    first = _rnb_train(run, base)  # resume=auto without a checkpoint: a fresh run
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in (".hydra/config.yaml", "train.log", "regroup.md", "logs/metrics.csv"):
+        assert (run / name).stat().st_size > 0, name
+    before = _snapshot(run)
+    log_before = (run / "train.log").read_bytes()
+
+    refused = _rnb_train(run, [*base, "regroup.k_values=[3,5]"])
+    assert refused.returncode != 0
+    assert "regroup.k_values: [4, 6, 8] -> [3, 5]" in refused.stderr + refused.stdout
+    assert _snapshot(run) == before
+
+    more = _rnb_train(run, [*base, "trainer.max_steps=8"])
+    assert more.returncode == 0, more.stderr[-3000:]
+    after = _snapshot(run)
+    assert after[".hydra/config.yaml"] == before[".hydra/config.yaml"]  # the first run's
+    log_after = (run / "train.log").read_bytes()
+    assert log_after.startswith(log_before) and len(log_after) > len(log_before)
+    assert "trainer.max_steps=8" in (run / "resumes" / "01" / "overrides.yaml").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["eval_loss_initial"] is not None
+    (resume,) = summary["resumes"]
+    assert resume["changed"] == {"trainer.max_steps": [4, 8]}
+    assert resume["config_dir"] == str(run / "resumes" / "01")

@@ -177,7 +177,9 @@ def diff_config(
     return refused, deliberate
 
 
-def diff_digests(old: Mapping[str, Any], new: Mapping[str, Any], what: Mapping[str, str]) -> list[str]:
+def diff_digests(
+    old: Mapping[str, Any], new: Mapping[str, Any], what: Mapping[str, str]
+) -> list[str]:
     """Refusal lines for the digest parts (``what``: part name -> readable description)."""
     return [
         f"{what[k]} changed (sha256 {_short(old.get(k))} -> {_short(new.get(k))})"

@@ -90,7 +90,11 @@ class RunRecord(L.Callback):
         record._allowed = list(cfg.get("resume_may_change") or [])
         old = prior["fingerprint"]
         refused, changed = diff_config(
-            old["config"], fingerprint["config"], old["files"], fingerprint["files"], record._allowed
+            old["config"],
+            fingerprint["config"],
+            old["files"],
+            fingerprint["files"],
+            record._allowed,
         )
         record._refuse(ckpt_path, refused)
         if old.get("rnb_version") != rnb.__version__:
