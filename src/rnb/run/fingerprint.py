@@ -180,9 +180,9 @@ def diff_config(
 def diff_digests(
     old: Mapping[str, Any], new: Mapping[str, Any], what: Mapping[str, str]
 ) -> list[str]:
-    """Refusal lines for the digest parts (``what``: part name -> readable description)."""
+    """Refusal lines for the digest parts (``what``: part name -> what changed, and where)."""
     return [
-        f"{what[k]} changed (sha256 {_short(old.get(k))} -> {_short(new.get(k))})"
+        f"{what[k]}: sha256 {_short(old.get(k))} -> {_short(new.get(k))}"
         for k in what
         if old.get(k) != new.get(k)
     ]

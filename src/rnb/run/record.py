@@ -34,7 +34,12 @@ __all__ = ["ResumeRefused", "RunRecord"]
 log = logging.getLogger(__name__)
 
 _FORMAT = 1
-_DATA_PARTS = {"tokenizer": "the tokenizer", "domains": "the domain assignment"}
+# Digest parts of the built DataModule: what they are, and where such a change comes from.
+_DATA_PARTS = {
+    "tokenizer": "the tokenizer changed (data.tokenizer, or the BPE cached under data.cache_dir)",
+    "domains": "the domain assignment changed (data.domain_field / regroup, or Regroup's cache "
+    "under data.cache_dir)",
+}
 
 
 class ResumeRefused(ValueError):
@@ -137,10 +142,10 @@ class RunRecord(L.Callback):
             f"refusing to resume from {ckpt_path}: this run would not continue the "
             "checkpoint's trajectory. Changed:\n  "
             + "\n  ".join(lines)
-            + f"\nNothing in {run_dir} was modified. Revert these changes (the run's config is "
-            f"in {run_dir / '.hydra' / 'config.yaml'} and summary.json), or start a new run "
-            "directory (a new hydra.run.dir / output_dir, without `resume`). Keys listed in "
-            f"`resume_may_change` may differ on resume: {self._allowed}"
+            + f"\nNothing in {run_dir} was modified. Revert these changes (the checkpoint's "
+            "config is `config` in summary.json, and .hydra/config.yaml under rnb-train), or "
+            "start a new run directory (a new hydra.run.dir / output_dir, without `resume`). "
+            f"Keys a resume may change (`resume_may_change`): {self._allowed}"
         )
 
     # ---------------------------------------------------------------- during the run
