@@ -137,12 +137,11 @@ class RunRecord(L.Callback):
     def _refuse(self, ckpt_path: str, lines: list[str]) -> None:
         if not lines:
             return
-        run_dir = Path(ckpt_path).resolve().parent.parent
         raise ResumeRefused(
             f"refusing to resume from {ckpt_path}: this run would not continue the "
             "checkpoint's trajectory. Changed:\n  "
             + "\n  ".join(lines)
-            + f"\nNothing in {run_dir} was modified. Revert these changes (the checkpoint's "
+            + "\nNothing in the run dir was modified. Revert these changes (the checkpoint's "
             "config is `config` in summary.json, and .hydra/config.yaml under rnb-train), or "
             "start a new run directory (a new hydra.run.dir / output_dir, without `resume`). "
             f"Keys a resume may change (`resume_may_change`): {self._allowed}"
