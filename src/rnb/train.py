@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,9 +22,11 @@ from rnb.accounting import training_flops
 from rnb.balance.callback import BalanceCallback
 from rnb.config import config_dir, enabled, hydra_output_dir
 from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
+from rnb.run.hydra_io import adopt_invocation
+from rnb.run.record import RunRecord
 from rnb.run.status import failure_record, strict_json
 
-__all__ = ["build_run", "main", "train"]
+__all__ = ["build_datamodule", "build_run", "main", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +43,33 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
     return str(resume)
 
 
-def build_run(
-    cfg: DictConfig, out: Path, callbacks: list[L.Callback] | None = None
-) -> dict[str, Any]:
-    """Instantiate the DataModule, model, strategy, callbacks and trainer of a run.
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Seed the run with ``cfg.seed`` and build its DataModule (prepared and set up).
 
-    Seeds everything with ``cfg.seed`` first, so a run built here (by `train` or by a
-    benchmark driving the trainer itself) starts from the same weights every time.
+    Writes only into the cache (tokenizer, Regroup), never into the run dir: a resume is
+    checked against the built DataModule before the run dir is touched.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     regroup = instantiate(cfg.regroup, _convert_="all") if enabled(cfg.get("regroup")) else None
     dm = instantiate(cfg.data, regroup=regroup, _recursive_=False)
     dm.prepare_data()
     dm.setup("fit")
+    return dm
+
+
+def build_run(
+    cfg: DictConfig,
+    out: Path,
+    callbacks: list[L.Callback] | None = None,
+    datamodule: Any = None,
+) -> dict[str, Any]:
+    """Instantiate the DataModule, model, strategy, callbacks and trainer of a run.
+
+    Seeds everything with ``cfg.seed`` first (via `build_datamodule`, unless a DataModule it
+    built is passed), so a run built here (by `train` or by a benchmark driving the trainer
+    itself) starts from the same weights every time.
+    """
+    dm = datamodule if datamodule is not None else build_datamodule(cfg)
     model = instantiate(
         cfg.model,
         vocab_size=dm.vocab_size,
@@ -72,6 +89,9 @@ def build_run(
         save_top_k=1,
         monitor=None,
         save_last=True,
+        # Overwrite last.ckpt: with the default counter a run dir that was moved or copied
+        # before a resume got last-v1.ckpt, and resume=auto kept restarting from the old one.
+        enable_version_counter=False,
     )
     guard = DivergenceGuard(**(cfg.get("divergence") or {}), hint=divergence_hint(cfg))
     logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
@@ -107,23 +127,34 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         Exception: any other error during evaluation or training, re-raised after
             ``summary.json`` was written with ``status: "failed"``.
     """
+    composed = cfg
     out = Path(cfg.output_dir or hydra_output_dir() or os.getcwd()).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.output_dir is None:
         cfg = OmegaConf.merge(cfg, {"output_dir": str(out)})
-    run = build_run(cfg, out, callbacks)
-    dm, model, balance, trainer = run["datamodule"], run["model"], run["balance"], run["trainer"]
+    # A resume is checked against the checkpoint's fingerprint before anything is written
+    # into the run dir: config + data files first (no build), then tokenizer + domains.
     ckpt_path = _resume_path(cfg, out)
-    dm.write_reports(out)
+    record = RunRecord.open(cfg, ckpt_path)
+    dm = build_datamodule(cfg)
+    record.verify(dm)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = adopt_invocation(out, composed)  # held log lines; this invocation's config
+    if saved is not None and record.resumes and ckpt_path is not None:
+        record.resumes[-1]["config_dir"] = str(saved)
+    if rank_zero_only.rank == 0:
+        dm.write_reports(out)
+    run = build_run(cfg, out, [record, *(callbacks or [])], datamodule=dm)
+    model, balance, trainer = run["model"], run["balance"], run["trainer"]
+    record.continue_logs(trainer.loggers)
 
-    initial, error = None, None
+    error: Exception | None = None
     t0 = time.perf_counter()
     # Any exception from here on ends the run with a summary that says so (status
     # "diverged" / "failed"), so a failed run never passes for a result.
     try:
         if ckpt_path is None and cfg.get("initial_eval", True):
             trainer.validate(model, datamodule=dm, verbose=False)
-            initial = model.last_eval
+            record.eval_loss_initial = model.last_eval["eval_loss"]
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         if model.last_eval is None or model.last_eval["step"] != trainer.global_step:
@@ -144,7 +175,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         **failure_record(error, trainer.global_step),
         "eval_loss": final.get("eval_loss"),
         "eval_loss_per_domain": final.get("eval_loss_per_domain"),
-        "eval_loss_initial": initial["eval_loss"] if initial else None,
+        "eval_loss_initial": record.eval_loss_initial,
         "domains": list(dm.domain_names),
         "eval_proportions": [float(x) for x in dm.eval_proportions],
         "domain_sizes": [int(x) for x in dm.domain_sizes],
@@ -156,6 +187,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "overhead": balance.meter.report(training_flops(model.num_parameters(), tokens)),
         "regroup": dm.regroup_summary,
         "resumed_from": ckpt_path,
+        "resumes": record.resumes,
         **mixture,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

@@ -43,7 +43,7 @@ def test_resume_with_other_regroup_fails_clearly(tmp_path: Path, tiny_overrides:
     other = compose(
         "train", [*base, "regroup.k_values=[3,5]", f"resume={ckpt}", "trainer.max_steps=8"]
     )
-    with pytest.raises(ValueError, match="Regroup fingerprint"):
+    with pytest.raises(ValueError, match=r"regroup.k_values: \[4, 6, 8\] -> \[3, 5\]"):
         train(other)
 
 

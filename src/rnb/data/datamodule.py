@@ -314,25 +314,28 @@ class RnBDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Identity of the domains (saved in checkpoints to refuse an inconsistent resume)."""
+        """Identity of the domains (recorded in checkpoints for inspection)."""
         return {
             "regroup_fingerprint": self.regroup_fingerprint or "none",
             "domains": list(self.domain_names),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Fail clearly when a checkpoint was trained on other domains."""
-        mine = self.state_dict()
-        if state.get("regroup_fingerprint") != mine["regroup_fingerprint"]:
+        """Last-line invariant: the checkpoint's domains are this run's.
+
+        The real check runs earlier: ``rnb.run.RunRecord`` compares the domain assignment
+        (names and every label) before anything in the run dir is written. The Regroup
+        fingerprint is not compared here: a cache-format change with identical labels is the
+        same trajectory, and this hook runs only after the run dir was touched.
+
+        Raises:
+            ValueError: the domain names differ (a checkpoint restored outside ``train``).
+        """
+        if list(state.get("domains", [])) != list(self.domain_names):
             raise ValueError(
-                f"checkpoint was trained with Regroup fingerprint {state.get('regroup_fingerprint')!r}, "
-                f"this run has {mine['regroup_fingerprint']!r}: resume with the same regroup/data "
-                "config (and seed), or start a new run without `resume`"
-            )
-        if list(state.get("domains", [])) != mine["domains"]:
-            raise ValueError(
-                f"checkpoint domains {state.get('domains')} differ from this run's {mine['domains']}: "
-                "resume with the same data.domain_field / regroup config"
+                f"checkpoint domains {state.get('domains')} differ from this run's "
+                f"{list(self.domain_names)}: resume with the same data.domain_field / regroup "
+                "config, or start a new run without `resume`"
             )
 
     @property
