@@ -127,7 +127,7 @@ CHANGES = {
     "tokenizer_vocab_size": (_over("data.tokenizer.vocab_size=350"), "data.tokenizer.vocab_size: 400 -> 350"),
     "tokenizer_content": (_swap_tokenizer, "the tokenizer changed"),
     "domain_field": (_over("data.domain_field=topic"), "data.domain_field: 'source' -> 'topic'"),
-    "regroup": (_over("regroup=kmeans", "regroup/embedder=tfidf"), "regroup.enabled: False -> True"),
+    "regroup": (_over("regroup=kmeans", "regroup/embedder=tfidf"), "regroup._target_: "),
     "strategy": (_over("strategy=stratified"), "strategy._target_: 'rnb.balance.strategies.rnb.RnB'"),
     "strategy_lambda": (_over("strategy.lambda_=1.0"), "strategy.lambda_: 3.0 -> 1.0"),
     "model_arch": (_over("model.arch.hidden_size=16"), "model.arch.hidden_size: 32 -> 16"),
