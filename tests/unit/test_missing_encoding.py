@@ -41,7 +41,8 @@ def test_missing_value_is_an_error_naming_file_row_and_key(
     rows[2][ROLES[key]] = None
     path = write(fmt, rows, tmp_path)
     records = load_records(str(path))
-    assert records[2][ROLES[key]] is None  # never the text 'nan' / 'None'
+    # never the text 'nan' / 'None'; CSV has no null, so its empty cell is the empty string
+    assert records[2][ROLES[key]] == ("" if fmt == "csv" else None)
     roles = field_roles(["text"], "out", ["emb"], "source", "ref")
     with pytest.raises(ValueError) as err:
         check_records(records, roles, source=f"data.train_path='{path}'")
@@ -67,10 +68,22 @@ def test_csv_empty_cell_was_the_text_nan(tmp_path: Path) -> None:
     rows = [dict(r) for r in ROWS]
     rows[2]["text"], rows[4]["source"] = None, None
     records = load_records(str(write("csv", rows, tmp_path)))
-    with pytest.raises(ValueError, match=r"d.csv, row 3 has no value for field 'text'"):
+    assert records[2]["text"] == "" and records[4]["source"] == ""
+    with pytest.raises(ValueError, match=r"d.csv, row 3 has empty text"):
         build_texts(records, ["text"])
     with pytest.raises(ValueError, match=r"missing in 1 records \(first: .*d.csv, row 5\)"):
         column(records, "source", "data.domain_field")
+
+
+def test_csv_empty_optional_field_in_multi_field_text_is_allowed(tmp_path: Path) -> None:
+    """An Alpaca-style CSV: an empty `input` cell is "" (as in JSONL), not a missing value."""
+    p = tmp_path / "a.csv"
+    p.write_text("instruction,input,output\nAdd 1 and 2,,3\nUpper,abc,ABC\n", encoding="utf-8")
+    records = load_records(str(p))
+    assert build_texts(records, ["instruction", "input", "output"]) == [
+        "Add 1 and 2\n\n3",
+        "Upper\nabc\nABC",
+    ]
 
 
 def test_none_fields_in_multi_field_text_and_template_are_errors() -> None:
@@ -222,5 +235,5 @@ def test_provenance_survives_the_split(tmp_path: Path) -> None:
     records = load_records(str(write("csv", rows, tmp_path)))
     train, ev = split_records(records, 0.3, 0)
     both = train + ev
-    with pytest.raises(ValueError, match=r"d.csv, row 8 has no value"):
-        build_texts(sorted(both, key=lambda r: r["text"] is not None), ["text"])
+    with pytest.raises(ValueError, match=r"d.csv, row 8 has empty text"):
+        build_texts(sorted(both, key=lambda r: r["text"] != ""), ["text"])

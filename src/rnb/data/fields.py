@@ -5,8 +5,8 @@ A *role* is one config key (``data.text_fields``, ``data.target_field``,
 reads. :func:`check_records` applies ``data.on_missing`` to every role right after
 loading, so a missing value is reported with the file, the record's position in that file
 and the key -- or the record is dropped (``on_missing=drop``, counted in the log). A
-missing value is an absent key, ``None`` (JSON ``null``, a Parquet / dataset null, an
-empty CSV cell) or a float ``NaN``; for the label roles (domain, reference) also an empty
+missing value is an absent key, ``None`` (JSON ``null``, a Parquet / dataset null) or a
+float ``NaN``; for the label roles (domain, reference) also an empty
 string; for the text roles a record whose joined text is blank.
 """
 
@@ -88,7 +88,7 @@ class FieldRole:
         """Why :meth:`value` returned ``None`` for ``record``."""
         for f in self.fields:
             if is_missing(record.get(f)):
-                return f"has no value for field '{f}' (an empty cell, null or absent key)"
+                return f"has no value for field '{f}' (null or absent key)"
         shown = self.spec if isinstance(self.spec, str) else list(self.spec)
         return f"has empty {'text' if self.text else 'value'} (fields {shown!r})"
 

@@ -3,8 +3,9 @@
 Every reader applies the same two load-time policies, so later stages (tokenizer training,
 embedders, reports) only ever see valid ``str`` values and real missing values:
 
-* **Missing values** (an empty CSV cell, a Parquet / dataset null, a JSON ``null`` or
-  ``NaN``) become ``None`` -- never the text ``'nan'`` / ``'None'``. Whether a missing
+* **Missing values** (a Parquet / dataset null, a JSON ``null`` or ``NaN``) become
+  ``None`` -- never the text ``'nan'`` / ``'None'``. CSV has no null: its cells are read
+  as written, an empty cell as ``""`` (like ``""`` in JSONL). Whether a missing
   value is an error is decided per field role by :func:`rnb.data.fields.check_records`.
 * **Text decoding** uses ``data.encoding`` with ``data.encoding_errors``: ``strict``
   raises an error naming the file, the line and both keys; ``replace`` substitutes
@@ -213,11 +214,13 @@ def _csv(path: Path, policy: TextPolicy, key: str, sep: str) -> list[Record]:
 
     text = _read_text(path, policy)
     try:
-        # every cell a str (no '1.0' domains, no lost leading zeros); only an empty cell is
-        # missing -- pandas' default would also turn the texts 'NA', 'null', 'None' into NaN
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""]
-        )
+        # Every cell is read as written, as a str: no '1.0' domains, no lost leading zeros,
+        # and no NaN (pandas' default turns '', 'NA', 'null', 'None' into NaN, which became
+        # the text 'nan'). CSV has no null: an empty cell is the empty string, exactly like
+        # "" in JSONL -- an empty text or label is then reported as such, while an empty
+        # optional text field (Alpaca's `input`) inside a multi-field text stays allowed.
+        # Cells absent from a short row are still NaN and become None (missing) below.
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return []
     except pd.errors.ParserError as err:

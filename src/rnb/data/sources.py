@@ -50,7 +50,8 @@ def load_records(
             (``data.encoding_errors``).
 
     Returns:
-        Records with missing values (empty cells, nulls, ``NaN``) as ``None``.
+        Records with missing values (nulls, ``NaN``, absent keys) as ``None``; CSV
+        cells as written (an empty cell is ``""``).
 
     Raises:
         FileNotFoundError: if a local path does not exist.
