@@ -48,13 +48,19 @@ class Module:
     tests: tuple[str, ...]
 
 
+_PINNED = "tests/integration/test_pinned_weights.py::test_rnb_round_weights_follow_the_formula[eval_proportions]"
+
 #: The core modules and the tests that pin them. Integration tests are tiny training runs
 #: (a few seconds each); DDP tests are left out (their subprocesses would import the
 #: unmutated package).
 MODULES: dict[str, Module] = {
     "rnb_math": Module(
         ("src/rnb/balance/rnb_math.py",),
-        ("tests/unit/test_rnb_math.py", "tests/unit/test_rnb_strategy.py"),
+        (
+            "tests/unit/test_rnb_math.py",
+            "tests/unit/test_rnb_math_edges.py",
+            "tests/unit/test_rnb_strategy.py",
+        ),
     ),
     "strategies": Module(
         ("src/rnb/balance/strategies/*",),
@@ -62,15 +68,15 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
             "tests/unit/test_rnb_math.py",
-            "tests/integration/test_pinned_weights.py::test_rnb_round_weights_follow_the_formula",
+            _PINNED,
         ),
     ),
     "callback": Module(
         ("src/rnb/balance/callback.py",),
         (
-            "tests/unit/test_callback.py",
-            "tests/integration/test_pinned_weights.py",
+            _PINNED,
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
+            "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
         ),
     ),
     "sampler": Module(("src/rnb/data/sampler.py",), ("tests/unit/test_sampler.py",)),
@@ -78,7 +84,7 @@ MODULES: dict[str, Module] = {
     "selection": Module(("src/rnb/regroup/selection.py",), ("tests/unit/test_selection.py",)),
     "pipeline": Module(
         ("src/rnb/regroup/pipeline.py",),
-        ("tests/unit/test_pipeline.py", "tests/unit/test_pipeline_labels.py"),
+        ("tests/unit/test_pipeline.py", "tests/integration/test_pipeline_labels.py"),
     ),
 }
 
@@ -146,6 +152,15 @@ def _results(work: Path) -> dict[str, str]:
     return out
 
 
+def _show(work: Path, mutant: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
+                          capture_output=True, text=True)  # fmt: skip
+    lines = [
+        ln for ln in proc.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+    ]
+    print(f"  {mutant}:\n" + "\n".join(f"      {ln}" for ln in lines))
+
+
 def run_module(name: str, repo: Path, workroot: Path, timeout: float, children: int) -> dict:
     """Mutate one module, run its tests against every mutant, return the tally."""
     mod = MODULES[name]
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per module")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
     args = parser.parse_args(argv)
     if args.list:
         for key, mod in MODULES.items():
@@ -214,8 +230,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{', ' + str(row['not_checked']) + ' not checked' if row['not_checked'] else ''})",
             flush=True,
         )
+        untested: dict[str, int] = {}
         for mutant, status in row["survivors"].items():
-            print(f"    {status:10s} {mutant}")
+            if status == "no tests":  # grouped per function: often dozens
+                func = mutant.rsplit("__mutmut_", 1)[0]
+                untested[func] = untested.get(func, 0) + 1
+            else:
+                print(f"    {status:10s} {mutant}")
+        for func, count in untested.items():
+            print(f"    no tests   {func} ({count} mutants)")
+        if args.diffs:
+            for mutant, status in row["survivors"].items():
+                if status != "no tests":
+                    _show(Path(row["workdir"]), mutant)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
