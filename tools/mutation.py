@@ -67,7 +67,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
-            "tests/unit/test_rnb_math.py",
+            "tests/unit/test_static_strategy_edges.py",
             _PINNED,
         ),
     ),
