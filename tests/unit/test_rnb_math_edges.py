@@ -68,13 +68,25 @@ def test_normalize_gram_validation_and_dtype() -> None:
         normalize_gram(torch.ones(3, 3), torch.ones(2))
     with pytest.raises(ValueError, match=r"got \(3,\) and \(3,\)"):
         normalize_gram(torch.ones(3), torch.ones(3))
-    # float32 raw and integer counts: float64 result, exact division
-    out = normalize_gram(torch.ones(2, 2, dtype=torch.float32) * 3, torch.tensor([3, 1]))
+    # float32 raw and integer counts: the division happens in float64 (bit-exact)
+    out = normalize_gram(torch.ones(2, 2, dtype=torch.float32) * 3, torch.tensor([3, 7]))
     assert out.dtype == torch.float64
-    torch.testing.assert_close(out, torch.tensor([[1 / 3, 1.0], [1.0, 3.0]], dtype=torch.float64))
+    third, seventh = 1.0 / 3.0, 1.0 / 7.0
+    expected = torch.tensor(
+        [
+            [3.0 * third * third, 3.0 * third * seventh],
+            [3.0 * seventh * third, 3.0 * seventh * seventh],
+        ],
+        dtype=torch.float64,
+    )
+    assert torch.equal(out, expected)
     # an unseen domain zeroes its row AND column, also against a seen one
     out = normalize_gram(torch.ones(2, 2), torch.tensor([0.0, 2.0]))
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [0.0, 0.25]], dtype=torch.float64))
+    # ... even where the raw entry is not finite (0 * inf would be NaN)
+    raw = torch.tensor([[1.0, float("inf")], [float("inf"), 4.0]], dtype=torch.float64)
+    out = normalize_gram(raw, torch.tensor([0.0, 2.0]))
+    assert torch.equal(out, torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
 
 
 def test_raw_gram_validation_and_float64_passthrough() -> None:
