@@ -179,3 +179,25 @@ def test_update_without_gram_is_an_error() -> None:
     stats = RoundStats(step=1, round=0, counts=torch.ones(4), loss_sum=torch.zeros(4))
     with pytest.raises(RuntimeError, match="Gram"):
         _strategy().update(stats, np.full(4, 0.25))
+
+
+def test_state_round_trip_without_ema_and_old_checkpoints() -> None:
+    s = _strategy()
+    s.update(_stats(np.zeros((4, 4)), COUNTS), np.full(4, 0.25))  # a kept-previous round
+    state = s.state_dict()
+    assert state["G"].numel() == 0 and state["kept_previous"] == 1
+    fresh = _strategy(gram_ema=0.5)
+    fresh._G = torch.ones(4, 4, dtype=torch.float64)
+    fresh.load_state_dict(state)  # an empty G means "no average yet"
+    assert fresh._G is None and fresh.kept_previous == 1
+    fresh.load_state_dict({"G": torch.eye(4, dtype=torch.float32)})  # checkpoint without counter
+    assert fresh.kept_previous == 0 and fresh._G.dtype == torch.float64
+    torch.testing.assert_close(fresh._G, torch.eye(4, dtype=torch.float64))
+
+
+def test_describe_lists_hyperparameters_only() -> None:
+    d = _strategy(lambda_=2.5, objective="uniform").describe()
+    assert d["name"] == "RnB" and d["lambda_"] == 2.5 and d["objective"] == "uniform"
+    assert d["form"] == "normalized" and d["gram_ema"] is None and d["min_weight"] == 0.0
+    assert "ctx" not in d and not any(k.startswith("_") for k in d)
+    np.testing.assert_allclose(d["q"], [0.25] * 4)  # the resolved objective
