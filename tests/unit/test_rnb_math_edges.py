@@ -142,3 +142,11 @@ def test_ema_boundaries_and_dtype() -> None:
     assert ema(fine, torch.zeros(1, 1, dtype=torch.float64), 0.5).item() == 0.5 * (1.0 + 1e-12)
     with pytest.raises(ValueError, match=r"shapes differ, \(2, 2\) vs \(1, 1\)"):
         ema(a, torch.zeros(1, 1), 0.5)
+
+
+def test_infinite_gq_norm_keeps_previous_mixture() -> None:
+    G = torch.tensor([[float("inf"), 0.0], [0.0, 1.0]], dtype=torch.float64)
+    prev = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    out = rnb_weights(G, torch.tensor([0.5, 0.5]), 3.0, prev=prev)
+    assert out.kept_previous is True and out.gq_norm == float("inf")
+    torch.testing.assert_close(out.p, prev)
