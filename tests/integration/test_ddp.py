@@ -38,6 +38,8 @@ def test_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> None:
     single = _rnb_train(tmp_path / "single", [*common, "data.batch_size=8"])
 
     assert ddp["rank_weight_spread"] == 0.0  # checked every round inside the callback
+    assert ddp["rank_checks"] == ddp["rounds"] == 3  # ... and the check really ran, once a round
+    assert single["rank_checks"] == 0  # one process: nothing to compare
     assert len(ddp["weights_trajectory"]) == len(single["weights_trajectory"]) == 4
     for a, b in zip(ddp["weights_trajectory"], single["weights_trajectory"], strict=True):
         assert a["step"] == b["step"]

@@ -28,9 +28,8 @@ ST_TEXTS = [
 
 
 # Importing sentence-transformers/transformers and loading the model costs ~7 s on an idle
-# 2-core machine (10-15 s under load), so the tests that need the weights are slow-marked;
-# the config/fingerprint/path tests below run by default without importing torch.
-_needs_model = pytest.mark.slow
+# 2-core machine (10-15 s under load) and the four tests below ~5 s together: they run by
+# default, because MiniLM is the default embedder (`regroup/embedder=minilm`).
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,7 +65,6 @@ def test_st_dim_known_before_load() -> None:
     assert emb.dim == 384 and emb._model is None  # read from the pooling config, no load
 
 
-@_needs_model
 def test_st_shape_dtype_determinism(st_embedder) -> None:
     a = st_embedder.encode(ST_TEXTS)
     b = st_embedder.encode(ST_TEXTS)
@@ -76,7 +74,6 @@ def test_st_shape_dtype_determinism(st_embedder) -> None:
     assert st_embedder.encode([]).shape == (0, 384)
 
 
-@_needs_model
 def test_st_rows_keep_input_order(st_embedder) -> None:
     # Length-sorted batching must put rows back: compare with one-at-a-time encoding.
     together = st_embedder.encode(ST_TEXTS)
@@ -84,7 +81,6 @@ def test_st_rows_keep_input_order(st_embedder) -> None:
     np.testing.assert_allclose(together, single, atol=1e-5)
 
 
-@_needs_model
 def test_st_paraphrase_closer_than_unrelated(st_embedder) -> None:
     e = st_embedder.encode(ST_TEXTS)
     assert _cos(e[0], e[1]) > 0.7
@@ -92,7 +88,6 @@ def test_st_paraphrase_closer_than_unrelated(st_embedder) -> None:
     assert _cos(e[0], e[1]) > _cos(e[1], e[3])
 
 
-@_needs_model
 def test_st_bf16_agrees_with_fp32(st_embedder) -> None:
     bf = SentenceTransformerEmbedder(bf16=True, progress=False, batch_size=3)
     bf._model = st_embedder._model  # share the loaded weights; autocast is per call

@@ -62,6 +62,8 @@ class BalanceCallback(L.Callback):
         self.gram_paths: list[str] = []
         self.gq_norms: list[float] = []
         self.batches_seen = 0
+        self.rank_checks = 0
+        self.rank_spread = 0.0
         self._last_step = 0
         self.capture: Any = None
         self.meter = OverheadMeter()
@@ -226,7 +228,9 @@ class BalanceCallback(L.Callback):
         """Every rank must hold the same mixture (statistics are reduced before updating)."""
         gathered = trainer.strategy.all_gather(torch.as_tensor(p, dtype=torch.float64))
         spread = float((gathered - gathered[0]).abs().max())
-        self.rank_spread = max(getattr(self, "rank_spread", 0.0), spread)
+        # Counted so a test can tell "checked and equal" from "never checked" (spread 0 both).
+        self.rank_checks += 1
+        self.rank_spread = max(self.rank_spread, spread)
         if spread > 1e-9:
             raise RuntimeError(
                 f"mixture differs across ranks by {spread:.3e}: stats were not reduced"
@@ -263,6 +267,8 @@ class BalanceCallback(L.Callback):
             "gq_norms": self.gq_norms,
             "batches_seen": self.batches_seen,
             "last_step": self._last_step,
+            "rank_checks": self.rank_checks,
+            "rank_spread": self.rank_spread,
             "stats": {
                 "counts": counts,
                 "loss_sum": loss_sum,
@@ -290,6 +296,8 @@ class BalanceCallback(L.Callback):
         self.gq_norms = list(state["gq_norms"])
         self.batches_seen = int(state["batches_seen"])
         self._last_step = int(state["last_step"])
+        self.rank_checks = int(state.get("rank_checks", 0))
+        self.rank_spread = float(state.get("rank_spread", 0.0))
         stats = state["stats"]
         if not rank0:
             stats = {**stats, "counts": stats["counts"] * 0, "loss_sum": stats["loss_sum"] * 0}
@@ -317,7 +325,9 @@ class BalanceCallback(L.Callback):
             if self.capture is not None
             else 0,
             # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
-            "rank_weight_spread": float(getattr(self, "rank_spread", 0.0)),
+            "rank_weight_spread": float(self.rank_spread),
+            # rounds whose mixture was compared across ranks (DDP: one per round; else 0)
+            "rank_checks": int(self.rank_checks),
         }
         return out
 

@@ -1,0 +1,252 @@
+"""Mutation testing of rnb's core modules with mutmut: score per module, survivors listed.
+
+Usage (from the repository root, dev extra installed)::
+
+    python tools/mutation.py                         # every module in MODULES, one after another
+    python tools/mutation.py --module rnb_math       # one module (name, or a path under src/)
+    python tools/mutation.py --list                  # modules, their files and test subsets
+
+Each module is mutated in its own scratch copy of the repository (``--workdir``, default
+``$TMPDIR/rnb-mutation/<module>``) so runs never touch the working tree, and against its own
+test subset: the module's unit tests plus a few tiny integration runs. mutmut records which of
+those tests execute each mutated function and runs only those per mutant. A mutant is
+*killed* when some test fails (or times out), *survived* when all pass, *no tests* when no
+selected test reaches it (counted as not killed). Results are printed per module
+(``killed/total`` and %) with the survivors' names; ``mutmut show <name>`` inside the
+module's workdir shows a survivor's diff.
+
+The module list and test subsets live in ``MODULES`` below — the one place to edit when a
+module or a baseline is added. Every module runs under ``--timeout`` seconds (wall clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Module:
+    """One unit of mutation testing.
+
+    Attributes:
+        paths: files (or ``dir/*``) under the repository root to mutate.
+        tests: pytest node ids / files whose tests may kill the mutants (run from the root).
+    """
+
+    paths: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+_PINNED = "tests/integration/test_pinned_weights.py::test_rnb_round_weights_follow_the_formula[eval_proportions]"
+
+#: The core modules and the tests that pin them. Integration tests are tiny training runs
+#: (a few seconds each); DDP tests are left out (their subprocesses would import the
+#: unmutated package).
+MODULES: dict[str, Module] = {
+    "rnb_math": Module(
+        ("src/rnb/balance/rnb_math.py",),
+        (
+            "tests/unit/test_rnb_math.py",
+            "tests/unit/test_rnb_math_edges.py",
+            "tests/unit/test_rnb_strategy.py",
+        ),
+    ),
+    "strategies": Module(
+        ("src/rnb/balance/strategies/*",),
+        (
+            "tests/unit/test_rnb_strategy.py",
+            "tests/unit/test_static_strategies.py",
+            "tests/unit/test_static_strategy_edges.py",
+            _PINNED,
+        ),
+    ),
+    "callback": Module(
+        ("src/rnb/balance/callback.py",),
+        (
+            _PINNED,
+            "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
+            "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
+        ),
+    ),
+    "sampler": Module(("src/rnb/data/sampler.py",), ("tests/unit/test_sampler.py",)),
+    "assign": Module(("src/rnb/regroup/assign.py",), ("tests/unit/test_assign.py",)),
+    "selection": Module(("src/rnb/regroup/selection.py",), ("tests/unit/test_selection.py",)),
+    "pipeline": Module(
+        ("src/rnb/regroup/pipeline.py",),
+        ("tests/unit/test_pipeline.py", "tests/integration/test_pipeline_labels.py"),
+    ),
+}
+
+# Copied into each scratch repository (mutmut itself copies src/ and tests/).
+_COPY = ("src", "tests", "conf", "benchmarks", "pyproject.toml")
+
+
+def _resolve(name: str) -> str:
+    if name in MODULES:
+        return name
+    for key, mod in MODULES.items():
+        if any(p.rstrip("*").rstrip("/") in name or name in p for p in mod.paths):
+            return key
+    raise SystemExit(f"--module {name!r}: unknown; choose from {sorted(MODULES)}")
+
+
+def _existing_tests(repo: Path, tests: tuple[str, ...]) -> list[str]:
+    """Test ids whose file exists in ``repo`` (a subset may predate some test files)."""
+    return [t for t in tests if (repo / t.split("::")[0]).exists()]
+
+
+def _mutmut_config(mod: Module, tests: list[str]) -> str:
+    def arr(xs: list[str] | tuple[str, ...]) -> str:
+        return "[" + ", ".join(json.dumps(x) for x in xs) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = {arr(mod.paths)}\n"
+        f'also_copy = ["conf", "benchmarks"]\n'
+        f"pytest_add_cli_args_test_selection = {arr(tests)}\n"
+        # tests that need a GPU or are slow stay out, as in the default run
+        'pytest_add_cli_args = ["-m", "not slow and not gpu and not ddp", "-p", "no:cacheprovider"]\n'
+        # torch is not fork-safe once its thread pools started: fork workers from a clean server
+        'process_isolation = "forkserver"\n'
+        "use_git_change_detection = false\n"
+    )
+
+
+def _prepare(repo: Path, work: Path, mod: Module, tests: list[str]) -> None:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for item in _COPY:
+        src = repo / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, work / item)
+    text = (work / "pyproject.toml").read_text()
+    if "[tool.mutmut]" in text:
+        raise SystemExit("pyproject.toml already has [tool.mutmut]; MODULES here is the config")
+    (work / "pyproject.toml").write_text(text + _mutmut_config(mod, tests))
+
+
+def _results(work: Path) -> dict[str, str]:
+    """Mutant name -> status, read from mutmut's ``.meta`` files."""
+    from mutmut.stats import status_by_exit_code
+
+    out: dict[str, str] = {}
+    for meta in (work / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            out[name] = status_by_exit_code[code]
+    return out
+
+
+def _show(work: Path, mutant: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
+                          capture_output=True, text=True)  # fmt: skip
+    lines = [
+        ln for ln in proc.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+    ]
+    print(f"  {mutant}:\n" + "\n".join(f"      {ln}" for ln in lines))
+
+
+def run_module(name: str, repo: Path, workroot: Path, timeout: float, children: int) -> dict:
+    """Mutate one module, run its tests against every mutant, return the tally."""
+    mod = MODULES[name]
+    tests = _existing_tests(repo, mod.tests)
+    if not tests:
+        raise SystemExit(f"{name}: none of its tests exist in {repo}: {mod.tests}")
+    work = workroot / name
+    _prepare(repo, work, mod, tests)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # import the mutants
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("RNB_CACHE_DIR", str(work / "cache"))
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
+    t0 = time.monotonic()
+    log = work / "mutmut.log"
+    with log.open("w") as fh:
+        try:
+            rc = subprocess.run(
+                cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    wall = time.monotonic() - t0
+    status = _results(work)
+    killed = sum(s in ("killed", "timeout") for s in status.values())
+    checked = {k: s for k, s in status.items() if s != "not checked"}
+    survivors = sorted(k for k, s in checked.items() if s not in ("killed", "timeout"))
+    return {
+        "module": name,
+        "killed": killed,
+        "total": len(checked),
+        "not_checked": len(status) - len(checked),
+        "score_pct": round(100.0 * killed / max(len(checked), 1), 1),
+        "wall_s": round(wall, 1),
+        "returncode": rc,
+        "survivors": {k: checked[k] for k in survivors},
+        "workdir": str(work),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", action="append", help="module name or path (repeatable)")
+    parser.add_argument("--list", action="store_true", help="print the modules and exit")
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="repository to copy (default: this one)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "rnb-mutation"
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per module")
+    parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
+    args = parser.parse_args(argv)
+    if args.list:
+        for key, mod in MODULES.items():
+            print(f"{key:12s} {' '.join(mod.paths)}\n{'':12s} tests: {' '.join(mod.tests)}")
+        return 0
+    names = [_resolve(n) for n in args.module] if args.module else list(MODULES)
+    rows = []
+    for name in names:
+        row = run_module(name, args.repo.resolve(), args.workdir, args.timeout, args.children)
+        rows.append(row)
+        print(
+            f"{name:12s} killed {row['killed']}/{row['total']} = {row['score_pct']:.1f} %"
+            f"  ({row['wall_s']:.0f} s{'' if row['returncode'] == 0 else ', rc=' + str(row['returncode'])}"
+            f"{', ' + str(row['not_checked']) + ' not checked' if row['not_checked'] else ''})",
+            flush=True,
+        )
+        untested: dict[str, int] = {}
+        for mutant, status in row["survivors"].items():
+            if status == "no tests":  # grouped per function: often dozens
+                func = mutant.rsplit("__mutmut_", 1)[0]
+                untested[func] = untested.get(func, 0) + 1
+            else:
+                print(f"    {status:10s} {mutant}")
+        for func, count in untested.items():
+            print(f"    no tests   {func} ({count} mutants)")
+        if args.diffs:
+            for mutant, status in row["survivors"].items():
+                if status != "no tests":
+                    _show(Path(row["workdir"]), mutant)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
