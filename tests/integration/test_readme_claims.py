@@ -28,10 +28,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: The README's "summary.json keys (later versions only add keys)" list, verbatim.
 DOCUMENTED_KEYS = [
-    "eval_loss", "eval_loss_per_domain", "eval_loss_initial", "domains", "eval_proportions",
+    "status", "failure", "eval_loss", "eval_loss_per_domain", "eval_loss_initial", "domains", "eval_proportions",
     "domain_sizes", "strategy", "steps", "wall_time_s", "weights_trajectory", "final_weights",
     "rounds", "seed", "num_parameters", "overhead", "gram_rounds", "balance_memory_bytes",
-    "regroup", "resumed_from", "config",
+    "regroup", "resumed_from", "resumes", "config",
 ]  # fmt: skip
 
 

@@ -43,7 +43,9 @@ def test_static_needs_weights_or_summary() -> None:
     "weights", [[1.0, -0.5, 1.0], [float("nan"), 1.0, 1.0], [0.0, 0.0, 0.0], [float("inf"), 1, 1]]
 )
 def test_static_rejects_bad_weights(weights: list[float]) -> None:
-    with pytest.raises(ValueError, match=r"^strategy\.weights must be finite, >= 0, not all 0"):
+    with pytest.raises(
+        ValueError, match=r"^strategy\.weights: weights must be finite, >= 0, not all 0"
+    ):
         _setup(Static(weights)).initial_weights()
 
 
