@@ -146,7 +146,14 @@ def run_regroup(
         "scores": [
             {
                 key: r.get(key)
-                for key in ("value", "k_found", "silhouette", "davies_bouldin", "calinski_harabasz")
+                for key in (
+                    "value",
+                    "k_found",
+                    "silhouette",
+                    "davies_bouldin",
+                    "calinski_harabasz",
+                    "excluded",
+                )
             }
             for r in sel.get("rows", [])
         ],

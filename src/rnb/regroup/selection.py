@@ -5,12 +5,16 @@ R&B (method.md, Stage 1 step 2) clusters the training embeddings for each candid
 through the same post-processing as the final labels (noise policy, tiny-cluster merge),
 so ``k_found`` and the scores describe the domains training will actually use.
 
-Undefined scores (the documented fallback): a score is NaN when it is undefined for a
-row (fewer than 2 clusters found, every point its own cluster, or the silhouette sample
-holding one cluster); such rows are excluded from the choice with a warning. If every
-row is NaN the sweep raises (naming ``regroup.metric``) unless there was a single value,
-which is then returned as is. All-identical embeddings make every score undefined, so
-they raise up front unless ``values`` has a single entry.
+Invalid values (the documented fallback): a value is *excluded* from the choice, with a
+warning and its reason recorded in the row (``SweepRow.excluded``: sweep table, JSON and
+plot), when it yields no usable clustering: the clusterer raised ``ValueError`` for it
+(e.g. ``min_cluster_size`` larger than the data), every point was labelled noise, fewer
+than 2 clusters or every point its own cluster remained after the noise policy and the
+tiny-cluster merge, or the selection score is undefined (e.g. the silhouette sample holds
+one cluster). The sweep raises (naming ``regroup.k_values`` and each value's reason) only
+when no value is valid; a single value whose clustering exists but cannot be scored is
+returned as is. All-identical embeddings make every score undefined, so they raise up
+front unless ``values`` has a single entry.
 """
 
 from __future__ import annotations
@@ -194,6 +198,56 @@ def _validate(
     return degenerate
 
 
+def _cluster(
+    X: np.ndarray,
+    clusterer_factory: Callable[[int], Any],
+    param: str,
+    value: int,
+    noise_policy: str,
+    min_cluster_size: int,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, int, str | None]:
+    """Fit one sweep value and post-process its labels.
+
+    Returns:
+        ``((labels [n], sums [k, d], counts [k]) or None, n_noise, reason)``: the clustering
+        is None, with ``reason`` saying why, when there is no clustering at this value.
+
+    Raises:
+        ValueError: an invalid ``noise_policy`` / ``min_cluster_size`` or labels of the
+            wrong shape (configuration errors, not properties of the value).
+    """
+    clusterer = clusterer_factory(value)
+    try:
+        raw = np.asarray(clusterer.fit_predict(X))
+    except ValueError as err:
+        # sklearn's convention for "this parameter value does not fit the data" (e.g.
+        # HDBSCAN's min_cluster_size > n); other exceptions are bugs and propagate.
+        name = type(clusterer).__name__
+        return None, 0, f"{name}({param}={value}) raised ValueError: {err}"
+    n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
+    if n_noise == X.shape[0] and noise_policy != "own_cluster":
+        return None, n_noise, "every point labelled noise (no cluster found)"
+    labels = apply_noise_policy(X, raw, noise_policy)
+    clustering = merge_small_clusters(X, labels, min_cluster_size, return_sums=True)
+    return clustering, n_noise, None
+
+
+def _invalid_reason(k: int, n: int, degenerate: bool, score: float, metric: str) -> str | None:
+    """Why a post-processed clustering with ``k`` clusters cannot be chosen (None if it can)."""
+    if k < 2:
+        return (
+            f"{k} cluster after the noise policy and the tiny-cluster merge "
+            "(regroup.noise_policy, regroup.min_cluster_size); need >= 2"
+        )
+    if k > n - 1:
+        return f"every point is its own cluster (k={k}, n={n})"
+    if degenerate:
+        return "all embeddings are identical, so every score is undefined"
+    if not math.isfinite(score):
+        return f"{metric} is undefined (e.g. the silhouette sample holds a single cluster)"
+    return None
+
+
 def sweep(
     X: np.ndarray,
     clusterer_factory: Callable[[int], Any],
@@ -229,7 +283,8 @@ def sweep(
         A :class:`SweepResult` holding the labels and centroids of the chosen value only.
 
     Raises:
-        ValueError: bad values/metric/embeddings, or every score undefined (see module doc).
+        ValueError: bad values/metric/embeddings, or no valid value (see module doc); the
+            message names ``regroup.k_values`` and each value's reason.
     """
     vals = expand_values(values)
     X = np.asarray(X)
@@ -237,56 +292,61 @@ def sweep(
     rows: list[SweepRow] = []
     best_i: int = -1
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # labels, sums, counts
+    fallback: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # an unscored clustering
     for v in vals:
-        clusterer = clusterer_factory(v)
         t0 = time.perf_counter()
-        raw = np.asarray(clusterer.fit_predict(X))
+        clustering, n_noise, reason = _cluster(
+            X, clusterer_factory, param, v, noise_policy, min_cluster_size
+        )
         fit_s = time.perf_counter() - t0
-        n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
-        labels, sums, counts = merge_small_clusters(
-            X, apply_noise_policy(X, raw, noise_policy), min_cluster_size, return_sums=True
-        )
-        k_found = len(counts)
-        scores, secs = _score_row(
-            X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
-        )
+        scores, secs = dict.fromkeys(METRICS, float("nan")), {}
+        counts = np.zeros(0, dtype=np.int64)
+        if clustering is not None:
+            labels, sums, counts = clustering
+            scores, secs = _score_row(
+                X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
+            )
+            reason = _invalid_reason(len(counts), X.shape[0], degenerate, scores[metric], metric)
         row = SweepRow(
             value=v,
-            k_found=k_found,
+            k_found=len(counts),
             sizes=counts.tolist(),
             n_noise=n_noise,
             fit_seconds=fit_s,
             metric_seconds=secs,
+            excluded=reason,
             **scores,
         )
         rows.append(row)
         log.info(
-            "sweep %s=%d: k=%d %s=%.4g (fit %.2fs)",
+            "sweep %s=%d: k=%d %s=%.4g (fit %.2fs)%s",
             param,
             v,
-            k_found,
+            row.k_found,
             metric,
             row.score(metric),
             fit_s,
+            f" excluded: {reason}" if reason else "",
         )
-        if not math.isfinite(row.score(metric)):
+        if reason is not None:
             warnings.warn(
-                f"regroup.metric: {metric} is undefined for {param}={v} (k_found={k_found}); "
-                "this value is excluded from the choice",
+                f"regroup.k_values: {param}={v} is excluded from the choice: {reason}",
                 stacklevel=2,
             )
-            if best_i < 0:
-                best = (labels, sums, counts)  # fallback if this stays the only value
+            if fallback is None and clustering is not None:
+                fallback = clustering  # returned if this stays the only value
             continue
         if best_i < 0 or _rank_key(row, metric) < _rank_key(rows[best_i], metric):
-            best_i, best = len(rows) - 1, (labels, sums, counts)
+            best_i, best = len(rows) - 1, clustering
     if best_i < 0:
-        if len(rows) > 1:
+        if len(rows) > 1 or fallback is None:
+            why = "; ".join(f"{param}={r.value}: {r.excluded}" for r in rows)
             raise ValueError(
-                f"regroup.metric: {metric} is undefined for every value in regroup.k_values "
-                f"({vals}); no clustering found 2..n-1 clusters, or the embeddings are degenerate"
+                f"regroup.k_values: no value in {vals} gives a clustering that "
+                f"regroup.metric={metric} can score ({why}); change regroup.k_values "
+                f"(or the clusterer's other parameters, e.g. min_samples)"
             )
-        best_i = 0
+        best_i, best = 0, fallback
     assert best is not None
     if len(vals) >= 3 and vals[best_i] in (min(vals), max(vals)):
         # The optimum may lie outside the swept range (the curve is often U-shaped).
