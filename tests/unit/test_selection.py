@@ -260,7 +260,7 @@ def test_json_roundtrip_and_plot(blobs: tuple[np.ndarray, np.ndarray], tmp_path:
 
 def test_all_noise_value_is_excluded(blobs: tuple[np.ndarray, np.ndarray]) -> None:
     """Issue 8 kind 7: HDBSCAN at a too-large min_cluster_size labels everything noise."""
-    X, y = blobs  # 300 points, 5 blobs of 60
+    X, _ = blobs  # 300 points, 5 blobs of 60
     hdb = lambda v: HDBSCAN(min_cluster_size=v, copy=True)  # noqa: E731
     with pytest.warns(UserWarning, match=r"min_cluster_size=290 is excluded.*every point .*noise"):
         res = sweep(X, hdb, [10, 290], param="min_cluster_size")
