@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 from rnb.accounting import training_flops
 from rnb.balance.callback import BalanceCallback
 from rnb.config import config_dir, enabled, hydra_output_dir
+from rnb.console import StepProgressBar, quiet_lightning
 
 __all__ = ["build_run", "main", "train"]
 
@@ -39,6 +42,19 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
     return str(resume)
 
 
+def _set_threads(threads: Any) -> None:
+    """Config key ``threads``: CPU threads of torch and of the BLAS/OpenMP pools.
+
+    None keeps the libraries' defaults (one thread per core). The limit is process-wide.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: need a positive integer or null, got {threads!r}")
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # numpy / scikit-learn / faiss pools (Regroup, Balance maths)
+
+
 def build_run(
     cfg: DictConfig, out: Path, callbacks: list[L.Callback] | None = None
 ) -> dict[str, Any]:
@@ -47,6 +63,8 @@ def build_run(
     Seeds everything with ``cfg.seed`` first, so a run built here (by `train` or by a
     benchmark driving the trainer itself) starts from the same weights every time.
     """
+    _set_threads(cfg.get("threads"))
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = instantiate(cfg.data, regroup=None, _recursive_=False)
     dm.regroup_cfg = cfg.regroup if enabled(cfg.get("regroup")) else None
@@ -74,9 +92,10 @@ def build_run(
         save_last=True,
     )
     logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
+    bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[balance, *(callbacks or []), ckpt],
+        callbacks=[balance, *(callbacks or []), *bar, ckpt],
         logger=logger,
         default_root_dir=str(out),
     )
