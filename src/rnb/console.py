@@ -19,7 +19,10 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 __all__ = ["StepProgressBar", "quiet_lightning"]
 
 #: Loggers Lightning's ``rank_zero_info`` writes to (which one depends on import order).
-_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
 
 
 class _DropTips(logging.Filter):

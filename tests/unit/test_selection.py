@@ -72,6 +72,10 @@ def test_expand_values() -> None:
     assert expand_values({"start": 2, "stop": 12, "step": 2}) == [2, 4, 6, 8, 10]
     assert expand_values({"start": 2, "stop": 5}) == [2, 3, 4]
     assert expand_values((4.0, 5)) == [4, 5]
+    assert expand_values([0.01, 0.02, 0.5], n=1000) == [10, 20, 500]  # fractions of n
+    assert expand_values([0.001, 0.002, 0.05], n=100) == [2, 5]  # at least 2, kept once
+    with pytest.raises(ValueError, match=r"fractions in \(0, 1\)"):
+        expand_values([0.5])  # a fraction needs n
     cfg = OmegaConf.create({"k": [3, 5], "r": {"start": 2, "stop": 10, "step": 4}})
     assert expand_values(cfg.k) == [3, 5] and expand_values(cfg.r) == [2, 6]  # Hydra nodes
     for bad in (
@@ -140,6 +144,15 @@ def test_sweep_hdbscan_min_cluster_size(blobs: tuple[np.ndarray, np.ndarray]) ->
         param="min_cluster_size",
     )
     assert res.param == "min_cluster_size" and res.k == TRUE_K
+    assert v_measure_score(y, res.labels) == pytest.approx(1.0)
+
+
+def test_sweep_min_cluster_size_as_fraction_of_n(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = blobs  # n = 300
+    res = sweep(
+        X, lambda v: HDBSCAN(min_cluster_size=v, copy=True), [0.05, 0.1], "min_cluster_size"
+    )
+    assert [r.value for r in res.rows] == [15, 30] and res.k == TRUE_K
     assert v_measure_score(y, res.labels) == pytest.approx(1.0)
 
 

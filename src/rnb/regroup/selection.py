@@ -42,19 +42,24 @@ log = logging.getLogger(__name__)
 _SILHOUETTE_METRICS = ("euclidean", "cosine")
 
 
-def expand_values(values: Sequence[int] | Mapping[str, int]) -> list[int]:
+def expand_values(values: Sequence[float] | Mapping[str, int], n: int | None = None) -> list[int]:
     """Turn a sweep spec into a list of ints.
 
     Args:
         values: a list of ints, or a range spec ``{start, stop, step}`` with Python
             ``range`` semantics (``stop`` excluded, ``step`` defaults to 1), e.g.
-            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``.
+            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``. A list entry in
+            ``(0, 1)`` is a fraction of ``n`` (``round(f * n)``, at least 2), so a density
+            clusterer's ``min_cluster_size`` grid scales with the data; fractions that
+            round to the same value are kept once.
+        n: number of training examples (needed for fractions).
 
     Returns:
         The values in the given order.
 
     Raises:
-        ValueError: empty result, non-integers, duplicates, or a malformed range spec.
+        ValueError: empty result, non-integers, duplicates, a fraction without ``n``, or
+            a malformed range spec.
     """
     if isinstance(values, Mapping):
         unknown = set(values) - {"start", "stop", "step"}
@@ -78,12 +83,20 @@ def expand_values(values: Sequence[int] | Mapping[str, int]) -> list[int]:
         out = []
         for v in values:
             try:
-                ok = not isinstance(v, bool) and float(v).is_integer()
+                f = float("nan") if isinstance(v, bool) else float(v)
             except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"regroup.k_values: values must be integers, got {v!r}")
-            out.append(int(v))
+                f = float("nan")
+            if 0 < f < 1 and n is not None:
+                value = max(2, round(f * n))
+                if value not in out:  # small n: neighbouring fractions may coincide
+                    out.append(value)
+            elif f.is_integer():
+                out.append(int(f))
+            else:
+                raise ValueError(
+                    f"regroup.k_values: values must be integers or fractions in (0, 1) of the "
+                    f"number of training examples, got {v!r}"
+                )
     if not out:
         raise ValueError(f"regroup.k_values: the sweep is empty ({values!r})")
     if len(set(out)) != len(out):
@@ -266,7 +279,8 @@ def sweep(
         X: ``[n, d]`` training embeddings.
         clusterer_factory: ``value -> clusterer`` (anything with ``fit_predict``); the
             pipeline builds it as ``instantiate(cfg, **{param: value})``.
-        values: list of values, or a ``{start, stop, step}`` spec (see :func:`expand_values`).
+        values: list of values (ints, or fractions in ``(0, 1)`` of ``n``), or a
+            ``{start, stop, step}`` spec (see :func:`expand_values`).
         param: name of the swept parameter (recorded; the factory applies it).
         metric: ``silhouette`` (max), ``davies_bouldin`` (min) or ``calinski_harabasz``
             (max). Ties go to the smaller ``k_found``, then the smaller value.
@@ -286,8 +300,8 @@ def sweep(
         ValueError: bad values/metric/embeddings, or no valid value (see module doc); the
             message names ``regroup.k_values`` and each value's reason.
     """
-    vals = expand_values(values)
     X = np.asarray(X)
+    vals = expand_values(values, n=X.shape[0] if X.ndim == 2 else None)
     degenerate = _validate(X, vals, metric, silhouette_metric, silhouette_sample)
     rows: list[SweepRow] = []
     best_i: int = -1
