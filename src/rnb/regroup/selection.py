@@ -238,7 +238,7 @@ def _cluster(
         name = type(clusterer).__name__
         return None, 0, f"{name}({param}={value}) raised ValueError: {err}"
     n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
-    if n_noise == X.shape[0] and noise_policy != "own_cluster":
+    if n_noise == X.shape[0] and noise_policy == "nearest":  # other policies decide themselves
         return None, n_noise, "every point labelled noise (no cluster found)"
     labels = apply_noise_policy(X, raw, noise_policy)
     clustering = merge_small_clusters(X, labels, min_cluster_size, return_sums=True)
