@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 from rnb.accounting import training_flops
 from rnb.balance.callback import BalanceCallback
 from rnb.config import config_dir, enabled, hydra_output_dir
+from rnb.console import StepProgressBar, quiet_lightning
 from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
 from rnb.run.hydra_io import adopt_invocation
 from rnb.run.record import RunRecord
@@ -43,12 +46,28 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
     return str(resume)
 
 
+def _set_threads(threads: Any) -> None:
+    """Config key ``threads``: CPU threads of torch and of the BLAS/OpenMP pools.
+
+    None keeps the libraries' defaults (one thread per core). The limit is process-wide.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: need a positive integer or null, got {threads!r}")
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # numpy / scikit-learn / faiss pools (Regroup, Balance maths)
+
+
 def build_datamodule(cfg: DictConfig) -> Any:
     """Seed the run with ``cfg.seed`` and build its DataModule (prepared and set up).
 
     Writes only into the cache (tokenizer, Regroup), never into the run dir: a resume is
-    checked against the built DataModule before the run dir is touched.
+    checked against the built DataModule before the run dir is touched. Sets the thread
+    count (``threads``) first: Regroup's embedding and clustering run here.
     """
+    _set_threads(cfg.get("threads"))
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     regroup = instantiate(cfg.regroup, _convert_="all") if enabled(cfg.get("regroup")) else None
     dm = instantiate(cfg.data, regroup=regroup, _recursive_=False)
@@ -95,9 +114,10 @@ def build_run(
     )
     guard = DivergenceGuard(**(cfg.get("divergence") or {}), hint=divergence_hint(cfg))
     logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
+    bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[guard, balance, *(callbacks or []), ckpt],
+        callbacks=[guard, balance, *(callbacks or []), *bar, ckpt],
         logger=logger,
         default_root_dir=str(out),
     )

@@ -72,6 +72,10 @@ def test_expand_values() -> None:
     assert expand_values({"start": 2, "stop": 12, "step": 2}) == [2, 4, 6, 8, 10]
     assert expand_values({"start": 2, "stop": 5}) == [2, 3, 4]
     assert expand_values((4.0, 5)) == [4, 5]
+    assert expand_values([0.01, 0.02, 0.5], n=1000) == [10, 20, 500]  # fractions of n
+    assert expand_values([0.001, 0.002, 0.05], n=100) == [2, 5]  # at least 2, kept once
+    with pytest.raises(ValueError, match=r"fractions in \(0, 1\)"):
+        expand_values([0.5])  # a fraction needs n
     cfg = OmegaConf.create({"k": [3, 5], "r": {"start": 2, "stop": 10, "step": 4}})
     assert expand_values(cfg.k) == [3, 5] and expand_values(cfg.r) == [2, 6]  # Hydra nodes
     for bad in (
@@ -143,6 +147,15 @@ def test_sweep_hdbscan_min_cluster_size(blobs: tuple[np.ndarray, np.ndarray]) ->
     assert v_measure_score(y, res.labels) == pytest.approx(1.0)
 
 
+def test_sweep_min_cluster_size_as_fraction_of_n(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = blobs  # n = 300
+    res = sweep(
+        X, lambda v: HDBSCAN(min_cluster_size=v, copy=True), [0.05, 0.1], "min_cluster_size"
+    )
+    assert [r.value for r in res.rows] == [15, 30] and res.k == TRUE_K
+    assert v_measure_score(y, res.labels) == pytest.approx(1.0)
+
+
 def test_sweep_merges_small_clusters(blobs: tuple[np.ndarray, np.ndarray]) -> None:
     X, _ = blobs
     res = sweep(X, kmeans, [12], min_cluster_size=40)
@@ -184,15 +197,23 @@ def test_undefined_row_is_skipped_with_warning(blobs: tuple[np.ndarray, np.ndarr
     def factory(v: int) -> object:
         return Fixed(np.zeros(len(X), dtype=int)) if v == 7 else kmeans(v)
 
-    with pytest.warns(UserWarning, match=r"undefined for n_clusters=7"):
+    with pytest.warns(UserWarning, match=r"n_clusters=7 is excluded from the choice: 1 cluster"):
         res = sweep(X, factory, [7, 5, 3])
     assert math.isnan(res.rows[0].silhouette) and res.k == TRUE_K
+    assert "need >= 2" in res.rows[0].excluded and res.rows[1].excluded is None
+    assert 0 not in res.ranking()
 
 
 def test_all_undefined_raises_or_single_value(blobs: tuple[np.ndarray, np.ndarray]) -> None:
     X, _ = blobs
     one = Fixed(np.zeros(len(X), dtype=int))
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"regroup\.metric"):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(
+            ValueError,
+            match=r"regroup\.k_values: no value .*n_clusters=2: 1 cluster.*n_clusters=3: 1",
+        ),
+    ):
         sweep(X, lambda v: one, [2, 3])
     with pytest.warns(UserWarning):
         res = sweep(X, lambda v: one, [2])
@@ -240,9 +261,47 @@ def test_json_roundtrip_and_plot(blobs: tuple[np.ndarray, np.ndarray], tmp_path:
     p = res.to_json(tmp_path / "sweep.json")
     d = json.loads(p.read_text())  # strict JSON: the undefined row has nulls, not NaN
     assert d["rows"][0]["silhouette"] is None and d["chosen"]["value"] == TRUE_K
+    assert "1 cluster" in d["rows"][0]["excluded"] and d["rows"][1]["excluded"] is None
     back = SweepResult.from_json(p)
     assert back.chosen == res.chosen and back.k == res.k and back.labels is None
     assert [r.value for r in back.rows] == [2, 4, 5, 6]
     assert back.rows[2].silhouette == pytest.approx(res.rows[2].silhouette)
+    assert back.rows[0].excluded == res.rows[0].excluded
     png = res.plot(tmp_path / "plots" / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_all_noise_value_is_excluded(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Issue 8 kind 7: HDBSCAN at a too-large min_cluster_size labels everything noise."""
+    X, _ = blobs  # 300 points, 5 blobs of 60
+    hdb = lambda v: HDBSCAN(min_cluster_size=v, copy=True)  # noqa: E731
+    with pytest.warns(UserWarning, match=r"min_cluster_size=290 is excluded.*every point .*noise"):
+        res = sweep(X, hdb, [10, 290], param="min_cluster_size")
+    assert res.chosen_row.value == 10 and res.k == TRUE_K
+    assert res.rows[1].excluded.startswith("every point labelled noise")
+    assert res.rows[1].n_noise == len(X) and res.rows[1].k_found == 0
+    assert res.ranking() == [0] and res.runner_up is None
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as err:
+        sweep(X, hdb, [290, 295], param="min_cluster_size")
+    msg = str(err.value)
+    assert "regroup.k_values" in msg
+    assert "min_cluster_size=290: every point" in msg and "min_cluster_size=295: every" in msg
+
+
+def test_clusterer_value_error_is_excluded(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    """A ValueError from fit_predict means "no clustering at this value"; others propagate."""
+    X, _ = blobs
+
+    class Refuses:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def fit_predict(self, X: np.ndarray) -> np.ndarray:
+            raise self.exc
+
+    bad = Refuses(ValueError("min_samples must be at most n"))
+    with pytest.warns(UserWarning, match=r"n_clusters=9 is excluded.*Refuses\(n_clusters=9\)"):
+        res = sweep(X, lambda v: bad if v == 9 else kmeans(v), [9, 5])
+    assert res.k == TRUE_K and "min_samples must be at most n" in res.rows[0].excluded
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep(X, lambda v: Refuses(RuntimeError("boom")), [3, 5])

@@ -47,6 +47,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{r['value']:>6} {r['k_found']:>4} {f(r['silhouette']):>11} "
                 f"{f(r['davies_bouldin']):>9} {f(r['calinski_harabasz']):>11}"
+                + (f"  excluded: {r['excluded']}" if r.get("excluded") else "")
             )
     for name, agree in (summary.get("agreement") or {}).items():
         lines.append(f"{name}: ARI {agree['ari']:.3f}  NMI {agree['nmi']:.3f}")

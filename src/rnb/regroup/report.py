@@ -255,6 +255,7 @@ def _markdown(r: dict[str, Any]) -> str:
             "davies_bouldin",
             "calinski_harabasz",
             "fit s",
+            "excluded (why)",
         ]
         rows = [
             [
@@ -264,6 +265,7 @@ def _markdown(r: dict[str, Any]) -> str:
                 row["davies_bouldin"],
                 row["calinski_harabasz"],
                 row["fit_seconds"],
+                row.get("excluded") or "",
             ]
             for i, row in enumerate(sel["rows"])
         ]

@@ -108,7 +108,14 @@ def _summary(
         "scores": [
             {
                 key: r.get(key)
-                for key in ("value", "k_found", "silhouette", "davies_bouldin", "calinski_harabasz")
+                for key in (
+                    "value",
+                    "k_found",
+                    "silhouette",
+                    "davies_bouldin",
+                    "calinski_harabasz",
+                    "excluded",
+                )
             }
             for r in sel.get("rows", [])
         ],

@@ -5,12 +5,16 @@ R&B (method.md, Stage 1 step 2) clusters the training embeddings for each candid
 through the same post-processing as the final labels (noise policy, tiny-cluster merge),
 so ``k_found`` and the scores describe the domains training will actually use.
 
-Undefined scores (the documented fallback): a score is NaN when it is undefined for a
-row (fewer than 2 clusters found, every point its own cluster, or the silhouette sample
-holding one cluster); such rows are excluded from the choice with a warning. If every
-row is NaN the sweep raises (naming ``regroup.metric``) unless there was a single value,
-which is then returned as is. All-identical embeddings make every score undefined, so
-they raise up front unless ``values`` has a single entry.
+Invalid values (the documented fallback): a value is *excluded* from the choice, with a
+warning and its reason recorded in the row (``SweepRow.excluded``: sweep table, JSON and
+plot), when it yields no usable clustering: the clusterer raised ``ValueError`` for it
+(e.g. ``min_cluster_size`` larger than the data), every point was labelled noise, fewer
+than 2 clusters or every point its own cluster remained after the noise policy and the
+tiny-cluster merge, or the selection score is undefined (e.g. the silhouette sample holds
+one cluster). The sweep raises (naming ``regroup.k_values`` and each value's reason) only
+when no value is valid; a single value whose clustering exists but cannot be scored is
+returned as is. All-identical embeddings make every score undefined, so they raise up
+front unless ``values`` has a single entry.
 """
 
 from __future__ import annotations
@@ -38,19 +42,24 @@ log = logging.getLogger(__name__)
 _SILHOUETTE_METRICS = ("euclidean", "cosine")
 
 
-def expand_values(values: Sequence[int] | Mapping[str, int]) -> list[int]:
+def expand_values(values: Sequence[float] | Mapping[str, int], n: int | None = None) -> list[int]:
     """Turn a sweep spec into a list of ints.
 
     Args:
         values: a list of ints, or a range spec ``{start, stop, step}`` with Python
             ``range`` semantics (``stop`` excluded, ``step`` defaults to 1), e.g.
-            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``.
+            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``. A list entry in
+            ``(0, 1)`` is a fraction of ``n`` (``round(f * n)``, at least 2), so a density
+            clusterer's ``min_cluster_size`` grid scales with the data; fractions that
+            round to the same value are kept once.
+        n: number of training examples (needed for fractions).
 
     Returns:
         The values in the given order.
 
     Raises:
-        ValueError: empty result, non-integers, duplicates, or a malformed range spec.
+        ValueError: empty result, non-integers, duplicates, a fraction without ``n``, or
+            a malformed range spec.
     """
     if isinstance(values, Mapping):
         unknown = set(values) - {"start", "stop", "step"}
@@ -74,12 +83,20 @@ def expand_values(values: Sequence[int] | Mapping[str, int]) -> list[int]:
         out = []
         for v in values:
             try:
-                ok = not isinstance(v, bool) and float(v).is_integer()
+                f = float("nan") if isinstance(v, bool) else float(v)
             except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"regroup.k_values: values must be integers, got {v!r}")
-            out.append(int(v))
+                f = float("nan")
+            if 0 < f < 1 and n is not None:
+                value = max(2, round(f * n))
+                if value not in out:  # small n: neighbouring fractions may coincide
+                    out.append(value)
+            elif f.is_integer():
+                out.append(int(f))
+            else:
+                raise ValueError(
+                    f"regroup.k_values: values must be integers or fractions in (0, 1) of the "
+                    f"number of training examples, got {v!r}"
+                )
     if not out:
         raise ValueError(f"regroup.k_values: the sweep is empty ({values!r})")
     if len(set(out)) != len(out):
@@ -194,6 +211,56 @@ def _validate(
     return degenerate
 
 
+def _cluster(
+    X: np.ndarray,
+    clusterer_factory: Callable[[int], Any],
+    param: str,
+    value: int,
+    noise_policy: str,
+    min_cluster_size: int,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, int, str | None]:
+    """Fit one sweep value and post-process its labels.
+
+    Returns:
+        ``((labels [n], sums [k, d], counts [k]) or None, n_noise, reason)``: the clustering
+        is None, with ``reason`` saying why, when there is no clustering at this value.
+
+    Raises:
+        ValueError: an invalid ``noise_policy`` / ``min_cluster_size`` or labels of the
+            wrong shape (configuration errors, not properties of the value).
+    """
+    clusterer = clusterer_factory(value)
+    try:
+        raw = np.asarray(clusterer.fit_predict(X))
+    except ValueError as err:
+        # sklearn's convention for "this parameter value does not fit the data" (e.g.
+        # HDBSCAN's min_cluster_size > n); other exceptions are bugs and propagate.
+        name = type(clusterer).__name__
+        return None, 0, f"{name}({param}={value}) raised ValueError: {err}"
+    n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
+    if n_noise == X.shape[0] and noise_policy == "nearest":  # other policies decide themselves
+        return None, n_noise, "every point labelled noise (no cluster found)"
+    labels = apply_noise_policy(X, raw, noise_policy)
+    clustering = merge_small_clusters(X, labels, min_cluster_size, return_sums=True)
+    return clustering, n_noise, None
+
+
+def _invalid_reason(k: int, n: int, degenerate: bool, score: float, metric: str) -> str | None:
+    """Why a post-processed clustering with ``k`` clusters cannot be chosen (None if it can)."""
+    if k < 2:
+        return (
+            f"{k} cluster after the noise policy and the tiny-cluster merge "
+            "(regroup.noise_policy, regroup.min_cluster_size); need >= 2"
+        )
+    if k > n - 1:
+        return f"every point is its own cluster (k={k}, n={n})"
+    if degenerate:
+        return "all embeddings are identical, so every score is undefined"
+    if not math.isfinite(score):
+        return f"{metric} is undefined (e.g. the silhouette sample holds a single cluster)"
+    return None
+
+
 def sweep(
     X: np.ndarray,
     clusterer_factory: Callable[[int], Any],
@@ -212,7 +279,8 @@ def sweep(
         X: ``[n, d]`` training embeddings.
         clusterer_factory: ``value -> clusterer`` (anything with ``fit_predict``); the
             pipeline builds it as ``instantiate(cfg, **{param: value})``.
-        values: list of values, or a ``{start, stop, step}`` spec (see :func:`expand_values`).
+        values: list of values (ints, or fractions in ``(0, 1)`` of ``n``), or a
+            ``{start, stop, step}`` spec (see :func:`expand_values`).
         param: name of the swept parameter (recorded; the factory applies it).
         metric: ``silhouette`` (max), ``davies_bouldin`` (min) or ``calinski_harabasz``
             (max). Ties go to the smaller ``k_found``, then the smaller value.
@@ -229,64 +297,70 @@ def sweep(
         A :class:`SweepResult` holding the labels and centroids of the chosen value only.
 
     Raises:
-        ValueError: bad values/metric/embeddings, or every score undefined (see module doc).
+        ValueError: bad values/metric/embeddings, or no valid value (see module doc); the
+            message names ``regroup.k_values`` and each value's reason.
     """
-    vals = expand_values(values)
     X = np.asarray(X)
+    vals = expand_values(values, n=X.shape[0] if X.ndim == 2 else None)
     degenerate = _validate(X, vals, metric, silhouette_metric, silhouette_sample)
     rows: list[SweepRow] = []
     best_i: int = -1
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # labels, sums, counts
+    fallback: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # an unscored clustering
     for v in vals:
-        clusterer = clusterer_factory(v)
         t0 = time.perf_counter()
-        raw = np.asarray(clusterer.fit_predict(X))
+        clustering, n_noise, reason = _cluster(
+            X, clusterer_factory, param, v, noise_policy, min_cluster_size
+        )
         fit_s = time.perf_counter() - t0
-        n_noise = int((raw < 0).sum()) if raw.shape == (X.shape[0],) else 0
-        labels, sums, counts = merge_small_clusters(
-            X, apply_noise_policy(X, raw, noise_policy), min_cluster_size, return_sums=True
-        )
-        k_found = len(counts)
-        scores, secs = _score_row(
-            X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
-        )
+        scores, secs = dict.fromkeys(METRICS, float("nan")), {}
+        counts = np.zeros(0, dtype=np.int64)
+        if clustering is not None:
+            labels, sums, counts = clustering
+            scores, secs = _score_row(
+                X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
+            )
+            reason = _invalid_reason(len(counts), X.shape[0], degenerate, scores[metric], metric)
         row = SweepRow(
             value=v,
-            k_found=k_found,
+            k_found=len(counts),
             sizes=counts.tolist(),
             n_noise=n_noise,
             fit_seconds=fit_s,
             metric_seconds=secs,
+            excluded=reason,
             **scores,
         )
         rows.append(row)
         log.info(
-            "sweep %s=%d: k=%d %s=%.4g (fit %.2fs)",
+            "sweep %s=%d: k=%d %s=%.4g (fit %.2fs)%s",
             param,
             v,
-            k_found,
+            row.k_found,
             metric,
             row.score(metric),
             fit_s,
+            f" excluded: {reason}" if reason else "",
         )
-        if not math.isfinite(row.score(metric)):
+        if reason is not None:
             warnings.warn(
-                f"regroup.metric: {metric} is undefined for {param}={v} (k_found={k_found}); "
-                "this value is excluded from the choice",
+                f"regroup.k_values: {param}={v} is excluded from the choice: {reason}",
                 stacklevel=2,
             )
-            if best_i < 0:
-                best = (labels, sums, counts)  # fallback if this stays the only value
+            if fallback is None and clustering is not None:
+                fallback = clustering  # returned if this stays the only value
             continue
         if best_i < 0 or _rank_key(row, metric) < _rank_key(rows[best_i], metric):
-            best_i, best = len(rows) - 1, (labels, sums, counts)
+            best_i, best = len(rows) - 1, clustering
     if best_i < 0:
-        if len(rows) > 1:
+        if len(rows) > 1 or fallback is None:
+            why = "; ".join(f"{param}={r.value}: {r.excluded}" for r in rows)
             raise ValueError(
-                f"regroup.metric: {metric} is undefined for every value in regroup.k_values "
-                f"({vals}); no clustering found 2..n-1 clusters, or the embeddings are degenerate"
+                f"regroup.k_values: no value in {vals} gives a clustering that "
+                f"regroup.metric={metric} can score ({why}); change regroup.k_values "
+                f"(or the clusterer's other parameters, e.g. min_samples)"
             )
-        best_i = 0
+        best_i, best = 0, fallback
     assert best is not None
     if len(vals) >= 3 and vals[best_i] in (min(vals), max(vals)):
         # The optimum may lie outside the swept range (the curve is often U-shaped).

@@ -24,7 +24,11 @@ def _num(x: float) -> float | None:
 
 @dataclass
 class SweepRow:
-    """One sweep value's outcome (after noise policy and tiny-cluster merge)."""
+    """One sweep value's outcome (after noise policy and tiny-cluster merge).
+
+    ``excluded`` is None for a value that took part in the choice, else the reason it
+    could not (no clustering at this value, fewer than 2 clusters, undefined score).
+    """
 
     value: int
     k_found: int
@@ -35,6 +39,7 @@ class SweepRow:
     n_noise: int
     fit_seconds: float
     metric_seconds: dict[str, float] = field(default_factory=dict)
+    excluded: str | None = None
 
     def score(self, metric: str) -> float:
         """The row's value of ``metric`` (NaN when undefined)."""
@@ -79,9 +84,16 @@ class SweepResult:
         return self.chosen_row.k_found
 
     def ranking(self) -> list[int]:
-        """Indices of rows with a finite score, best first (ties: smaller k, then value)."""
+        """Indices of valid rows (not excluded, finite score), best first.
+
+        Ties go to the smaller k, then the smaller value.
+        """
         return sorted(
-            (i for i, r in enumerate(self.rows) if math.isfinite(r.score(self.metric))),
+            (
+                i
+                for i, r in enumerate(self.rows)
+                if r.excluded is None and math.isfinite(r.score(self.metric))
+            ),
             key=lambda i: _rank_key(self.rows[i], self.metric),
         )
 
@@ -171,10 +183,15 @@ class SweepResult:
                         xytext=(3, 3),
                         textcoords="offset points",
                     )
+            for r in self.rows:
+                if r.excluded is not None:  # at the bottom of the axis: it has no score
+                    ax.plot([r.value], [0.02], "x", color="C7", transform=ax.get_xaxis_transform())
             best = "max" if METRICS[m] else "min"
             ax.set_title(f"{m} ({best}){'  <- selection' if m == self.metric else ''}", fontsize=9)
             ax.set_xlabel(self.param)
-        fig.suptitle(f"chosen {self.param}={self.chosen_row.value} (k={self.k})", fontsize=10)
+        excluded = [r.value for r in self.rows if r.excluded is not None]
+        note = f"; x = excluded {self.param} {excluded}" if excluded else ""
+        fig.suptitle(f"chosen {self.param}={self.chosen_row.value} (k={self.k}){note}", fontsize=10)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", dpi=100)

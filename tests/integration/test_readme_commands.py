@@ -1,0 +1,294 @@
+"""Every command in the README's ```bash blocks runs (issue 8 kind 12: the README works verbatim).
+
+The commands are parsed from the README at test time, so editing a command edits its test.
+Each command is dispatched by its program to a runner below; a command no runner knows, or
+a placeholder (``…``, ``<...>``) the test does not materialise, FAILS the test (adding a
+README command means teaching this file how to run it). What is added to a command:
+
+* ``rnb-train``: the ``TINY`` overrides (those the command does not set itself) and a
+  temporary ``hydra.run.dir`` / ``hydra.sweep.dir``; multirun (``-m``) runs as such.
+* ``rnb-regroup``: a small testbed and a temporary run dir.
+* Commands using MiniLM, ``trainer=ddp_cpu`` or more than 4 multirun jobs are ``slow``;
+  a MiniLM command also runs by default with ``regroup/embedder=tfidf`` (its overrides
+  still parse and compose).
+* ``python -m pytest``: collected (``--collect-only``), not run inside this run.
+* ``pip install`` / ``python3 -m venv``: a venv is created; the pins and extras named must
+  exist in pyproject.toml and be satisfied by this environment (nothing is downloaded).
+* ``jupyter lab``: the front end must be installed (``--version``); the notebook itself is
+  executed by ``test_notebook.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from rnb.config import compose
+from tests.cli import run_cli
+from tests.conftest import TINY
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+PLACEHOLDER = re.compile(r"…|<[^>]*>|\.\.\.")
+
+
+@dataclass
+class Command:
+    """One README command: its words (comments dropped) and leading ``VAR=value`` env."""
+
+    text: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def overrides(self) -> list[str]:
+        return [a for a in self.argv[1:] if "=" in a and not a.startswith("-")]
+
+
+def readme_commands(text: str) -> list[Command]:
+    """Commands of every ```bash block (continuation lines joined, comment lines skipped)."""
+    commands = []
+    for block in re.findall(r"^```bash[ \t]*\n(.*?)^```", text, flags=re.M | re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if not words:
+                continue
+            env = {}
+            while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+                key, value = words.pop(0).split("=", 1)
+                env[key] = value
+            commands.append(Command(line.split(" #")[0].strip(), words, env))
+    return commands
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- placeholders
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory commands run in, with the README's placeholders materialised."""
+    root = tmp_path_factory.mktemp("readme")
+    rows = [
+        {"text": f"record {i} about topic {i % 3} " + "word " * (i % 7), "source": f"s{i % 3}"}
+        for i in range(300)
+    ]
+    (root / "my.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def previous_summary(workdir: Path) -> Path:
+    """``outputs/…/summary.json``: the summary of an earlier tiny run."""
+    from rnb.train import train
+
+    out = workdir / "outputs" / "earlier"
+    train(compose("train", [*TINY, "trainer.max_steps=4", f"output_dir={out}"]))
+    return out / "summary.json"
+
+
+def _materialise_word(word: str, cmd: Command, request: pytest.FixtureRequest) -> str:
+    if "outputs/…/summary.json" in word:
+        path = request.getfixturevalue("previous_summary")
+        word = word.replace("outputs/…/summary.json", str(path))
+    elif re.match(r"multirun/\S*(…|<|\.\.\.)", word):  # a multirun dir: any run dir will do
+        word = str(request.getfixturevalue("previous_summary").parent)
+    if PLACEHOLDER.search(word):
+        pytest.fail(f"README command {cmd.text!r}: placeholder {word!r} is not materialised")
+    return word
+
+
+def _materialise(cmd: Command, request: pytest.FixtureRequest) -> Command:
+    """The command with README placeholders replaced by real paths; fails on unknown ones."""
+    return Command(
+        cmd.text,
+        [_materialise_word(w, cmd, request) for w in cmd.argv],
+        {k: _materialise_word(v, cmd, request) for k, v in cmd.env.items()},
+    )
+
+
+# ---------------------------------------------------------------- runners
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _uses_minilm(cmd: Command, app: str) -> bool:
+    overrides = [o.split(",")[0] for o in cmd.overrides if not o.startswith("hydra.")]
+    try:
+        cfg = compose(app, [o for o in overrides if not _key(o).startswith("hydra")])
+    except Exception:  # a command that does not compose fails in its own run, not here
+        return False
+    embedder = (cfg.get("regroup") or {}).get("embedder") or {}
+    return "SentenceTransformer" in str(embedder.get("_target_", ""))
+
+
+def _n_jobs(cmd: Command) -> int:
+    n = 1
+    for o in cmd.overrides:
+        n *= len(o.split("=", 1)[1].split(",")) if "{" not in o else 1
+    if any(o == "sweep=methods" for o in cmd.overrides):
+        n *= 6  # the packaged sweep's own grid (conf/sweep/methods.yaml)
+    return n
+
+
+def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> None:
+    workdir: Path = request.getfixturevalue("workdir")
+    real = _materialise(cmd, request)
+    argv = real.argv
+    own = {_key(o) for o in cmd.overrides}
+    small = (
+        TINY
+        if argv[0] == "rnb-train"
+        else ["data.synthetic.n_train=400", "data.synthetic.n_eval=80"]
+    )
+    if any(_key(o) == "data" and not o.endswith("=synthetic") for o in cmd.overrides):
+        small = [o for o in small if not o.startswith("data.synthetic.")]
+    small = [o for o in small if _key(o) not in own]
+    tag = re.sub(r"\W+", "_", cmd.text)[:60]
+    where = (
+        [f"hydra.sweep.dir={workdir / 'multirun' / tag}"]
+        if "-m" in argv
+        else ([] if "hydra.run.dir" in own else [f"hydra.run.dir={workdir / 'runs' / tag}"])
+    )
+    run_cli([*argv, *small, *extra, *where], workdir, env=real.env)
+
+
+def run_rnb(cmd: Command, request: pytest.FixtureRequest) -> None:
+    _run_app(cmd, request, [])
+
+
+def run_rnb_tfidf(cmd: Command, request: pytest.FixtureRequest) -> None:
+    _run_app(cmd, request, ["regroup/embedder=tfidf", "regroup.embedder.progress=false"])
+
+
+def run_pytest(cmd: Command, request: pytest.FixtureRequest) -> None:
+    run_cli([sys.executable, *cmd.argv[1:], "--collect-only", "-q"], ROOT, env=cmd.env)
+
+
+def _check_requirement(req: Requirement, cmd: Command) -> None:
+    try:
+        installed = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        pytest.fail(f"README command {cmd.text!r} installs {req}, which is not installed here")
+    assert req.specifier.contains(installed, prereleases=True), (
+        f"README command {cmd.text!r} pins {req}, but this environment has {installed}"
+    )
+
+
+def run_install(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """``python3 -m venv X && . X/bin/activate && pip install ...`` without downloading."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    steps: list[list[str]] = [[]]
+    for word in cmd.argv:
+        steps.append([]) if word == "&&" else steps[-1].append(word)
+    for argv in steps:
+        if argv[1:3] == ["-m", "venv"] and argv[0] in ("python", "python3"):
+            target = request.getfixturevalue("workdir") / "venv_check"
+            run_cli([sys.executable, "-m", "venv", "--without-pip", str(target)], ROOT)
+        elif argv[:1] in (["."], ["source"]):
+            assert len(argv) == 2 and argv[1].endswith("bin/activate"), argv
+        elif argv[:2] == ["pip", "install"]:
+            for arg in (a for a in argv[2:] if not a.startswith("-")):
+                local = re.fullmatch(r"\.(?:\[(.*)\])?", arg)
+                if local is None:
+                    _check_requirement(Requirement(arg), cmd)
+                    continue
+                wanted = [e for e in (local.group(1) or "").split(",") if e]
+                missing = sorted(set(wanted) - set(extras))
+                assert not missing, (
+                    f"README installs extras {missing}; pyproject has {list(extras)}"
+                )
+                for r in [*project["dependencies"], *(r for e in wanted for r in extras[e])]:
+                    _check_requirement(Requirement(r), cmd)
+        else:
+            pytest.fail(f"README command {cmd.text!r}: no runner for the step {argv}")
+
+
+def run_jupyter_lab(cmd: Command, request: pytest.FixtureRequest) -> None:
+    real = _materialise(cmd, request)
+    for word in real.argv[2:]:
+        if not word.startswith("-"):
+            assert (ROOT / word).exists(), f"README command {cmd.text!r}: {word} does not exist"
+    run_cli([*real.argv[:2], "--version"], ROOT, env=real.env)
+
+
+Runner = Callable[[Command, pytest.FixtureRequest], None]
+
+
+def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
+    """``(variant, runner, slow)`` for a command; empty when no runner knows it."""
+    prog = cmd.argv[0] if cmd.argv else ""
+    if "&&" in cmd.argv or (prog == "pip" and cmd.argv[1:2] == ["install"]):
+        return [("install", run_install, False)]
+    if cmd.argv[:3] == ["python", "-m", "pytest"]:
+        return [("collect", run_pytest, False)]
+    if cmd.argv[:2] == ["jupyter", "lab"]:
+        return [("version", run_jupyter_lab, False)]
+    if prog in ("rnb-train", "rnb-regroup"):
+        app = "train" if prog == "rnb-train" else "regroup"
+        heavy = "trainer=ddp_cpu" in cmd.overrides or ("-m" in cmd.argv and _n_jobs(cmd) > 4)
+        if _uses_minilm(cmd, app):
+            return [("tfidf", run_rnb_tfidf, heavy), ("verbatim", run_rnb, True)]
+        return [("verbatim", run_rnb, heavy)]
+    return []
+
+
+def _params() -> list:
+    params = []
+    for cmd in COMMANDS:
+        variants = _dispatch(cmd) or [("unknown", None, False)]
+        for variant, runner, slow in variants:
+            marks = [pytest.mark.slow] if slow else []
+            params.append(pytest.param(cmd, runner, id=f"{variant}:{cmd.text[:70]}", marks=marks))
+    return params
+
+
+def test_readme_has_commands() -> None:
+    progs = {c.argv[0] for c in COMMANDS if c.argv}
+    assert {"rnb-train", "rnb-regroup"} <= progs, progs
+
+
+@pytest.mark.parametrize(("cmd", "runner"), _params())
+def test_readme_command_runs(
+    cmd: Command, runner: Runner | None, request: pytest.FixtureRequest
+) -> None:
+    if runner is None:
+        pytest.fail(
+            f"README command {cmd.text!r} has no runner in {Path(__file__).name}: "
+            "teach _dispatch how to run it"
+        )
+    runner(cmd, request)
+
+
+def test_parser_and_dispatch_cover_odd_commands() -> None:
+    text = (
+        "```bash\nrnb-train a=1 \\\n  b=2   # comment\n# only a comment\n"
+        "X=1 jupyter lab nb.ipynb\nmake something\n```\n```python\nrnb-train c=3\n```\n"
+    )
+    cmds = readme_commands(text)
+    assert [c.argv for c in cmds] == [
+        ["rnb-train", "a=1", "b=2"],
+        ["jupyter", "lab", "nb.ipynb"],
+        ["make", "something"],
+    ]
+    assert cmds[1].env == {"X": "1"}
+    assert _dispatch(cmds[2]) == []  # unknown program -> the parametrised test fails
