@@ -14,6 +14,7 @@ README command means teaching this file how to run it). What is added to a comma
 * ``python -m pytest``: collected (``--collect-only``), not run inside this run.
 * ``pip install`` / ``python3 -m venv``: a venv is created; the pins and extras named must
   exist in pyproject.toml and be satisfied by this environment (nothing is downloaded).
+* ``python tools/mutation.py``: dry-run with ``--list`` (options and module names checked).
 * ``jupyter lab``: the front end must be installed (``--version``); the notebook itself is
   executed by ``test_notebook.py``.
 """
@@ -231,6 +232,12 @@ def run_jupyter_lab(cmd: Command, request: pytest.FixtureRequest) -> None:
     run_cli([*real.argv[:2], "--version"], ROOT, env=real.env)
 
 
+def run_mutation(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """``python tools/mutation.py ...``: a dry run (``--list`` with the same arguments checks
+    the options and module names; a real run takes 5-60 min per module)."""
+    run_cli([sys.executable, *cmd.argv[1:], "--list"], ROOT, env=cmd.env)
+
+
 Runner = Callable[[Command, pytest.FixtureRequest], None]
 
 
@@ -241,6 +248,8 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
         return [("install", run_install, False)]
     if cmd.argv[:3] == ["python", "-m", "pytest"]:
         return [("collect", run_pytest, False)]
+    if cmd.argv[:2] == ["python", "tools/mutation.py"]:
+        return [("dry-run", run_mutation, False)]
     if cmd.argv[:2] == ["jupyter", "lab"]:
         return [("version", run_jupyter_lab, False)]
     if prog in ("rnb-train", "rnb-regroup"):

@@ -25,22 +25,31 @@ from rnb.data.synthetic import SyntheticConfig, generate
 from rnb.regroup.cache import EmbeddingCache
 from rnb.regroup.pipeline import Regroup
 
-# fork: the children inherit the objects built here (and the monkeypatched counters)
+# fork: the children inherit the objects built here (and the monkeypatched counters). Only
+# for races whose work runs no OpenMP: a forked child of a parent whose OpenMP pool already
+# ran (torch, scikit-learn's k-means in earlier tests) can hang in its first parallel
+# region. Races that cluster run in spawned children (`SPAWN`).
 CTX = mp.get_context("fork")
+SPAWN = mp.get_context("spawn")
 
 
-def _race(fn: Callable[[], Any], n: int = 2, timeout: float = 240.0) -> list[Any]:
-    """Run ``fn`` in ``n`` processes released together; return their results."""
-    barrier, queue = CTX.Barrier(n), CTX.Queue()
+def _target(barrier: Any, queue: Any, fn: Callable[..., Any], args: tuple) -> None:
+    barrier.wait()
+    try:
+        queue.put(("ok", fn(*args)))
+    except BaseException as err:  # reported to the parent, which fails the test
+        queue.put(("error", f"{type(err).__name__}: {err}"))
 
-    def target() -> None:
-        barrier.wait()
-        try:
-            queue.put(("ok", fn()))
-        except BaseException as err:  # reported to the parent, which fails the test
-            queue.put(("error", f"{type(err).__name__}: {err}"))
 
-    procs = [CTX.Process(target=target) for _ in range(n)]
+def _race(
+    fn: Callable[..., Any], *args: Any, n: int = 2, timeout: float = 240.0, ctx: Any = CTX
+) -> list[Any]:
+    """Run ``fn(*args)`` in ``n`` processes released together; return their results.
+
+    With ``ctx=SPAWN``, ``fn`` must be a module-level function and ``args`` picklable.
+    """
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_target, args=(barrier, queue, fn, args)) for _ in range(n)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=timeout) for _ in procs]
@@ -71,16 +80,17 @@ def _regroup(cache: Path) -> Regroup:
     return instantiate(cfg.regroup, _convert_="all")
 
 
+def _regroup_run(cache: str, texts: tuple[list[str], list[str]]) -> tuple:
+    res = _regroup(Path(cache)).run(*texts)
+    return res.train, res.eval, res.from_cache, str(res.folder)
+
+
 def test_two_processes_regroup_once_into_one_cache(texts, tmp_path: Path) -> None:
     """The reproducer's crash (FileNotFoundError in a shared `<fingerprint>.tmp`) is gone:
     both finish, one computes, the other reuses the same folder."""
-    regroup = _regroup(tmp_path)
-
-    def work() -> tuple[np.ndarray, np.ndarray, bool, str]:
-        res = regroup.run(*texts)
-        return res.train, res.eval, res.from_cache, str(res.folder)
-
-    (tr_a, ev_a, cached_a, dir_a), (tr_b, ev_b, cached_b, dir_b) = _race(work)
+    (tr_a, ev_a, cached_a, dir_a), (tr_b, ev_b, cached_b, dir_b) = _race(
+        _regroup_run, str(tmp_path), texts, ctx=SPAWN
+    )
     np.testing.assert_array_equal(tr_a, tr_b)
     np.testing.assert_array_equal(ev_a, ev_b)
     assert dir_a == dir_b and sorted([cached_a, cached_b]) == [False, True]
