@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -44,6 +45,29 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
     if not Path(resume).exists():
         raise FileNotFoundError(f"resume='{resume}' does not exist (use a .ckpt path or 'auto')")
     return str(resume)
+
+
+def _finished_summary(cfg: DictConfig, out: Path, record: RunRecord) -> dict[str, Any] | None:
+    """The summary of a resumed run that already reached ``trainer.max_steps``, else None.
+
+    Such a resume has nothing to train: re-validating would only append a duplicate eval row
+    to the history. The run dir is left as it is (the full resume check has passed by now).
+    """
+    max_steps = int(cfg.trainer.get("max_steps") or -1)
+    path = out / "summary.json"
+    if record.resume_step is None or max_steps <= 0 or record.resume_step < max_steps:
+        return None
+    if not path.exists():  # killed between the last checkpoint and the summary: finish it
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if summary.get("status", "completed") != "completed" or summary.get("steps") != max_steps:
+        return None
+    log.info(
+        "nothing to do: %s already reached trainer.max_steps=%d (raise it to train on)",
+        out,
+        max_steps,
+    )
+    return summary
 
 
 def _set_threads(threads: Any) -> None:
@@ -157,6 +181,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     record = RunRecord.open(cfg, ckpt_path)
     dm = build_datamodule(cfg)
     record.verify(dm)
+    done = _finished_summary(cfg, out, record)
+    if done is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
     saved = adopt_invocation(out, composed)  # held log lines; this invocation's config
     if saved is not None and record.resumes and ckpt_path is not None:
@@ -201,7 +228,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "domain_sizes": [int(x) for x in dm.domain_sizes],
         "strategy": run["strategy"].describe(),
         "steps": int(trainer.global_step),
-        "wall_time_s": wall,
+        "wall_time_s": record.wall_before + wall,
         "seed": int(cfg.seed),
         "num_parameters": int(model.num_parameters()),
         "overhead": balance.meter.report(training_flops(model.num_parameters(), tokens)),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from rnb.config import compose
 from rnb.data.synthetic import SyntheticConfig, generate
@@ -196,6 +197,8 @@ def test_killed_run_keeps_history_of_uninterrupted_run(
     part = [*over, f"output_dir={tmp_path / 'part'}"]
     with pytest.raises(Crash):  # last checkpoint at step 9; the killed run logged step 10 too
         train(compose("train", part), callbacks=[CrashAt(10)])
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)["callbacks"]["RunRecord"]["wall_time_s"]
     resumed = train(compose("train", [*part, "resume=auto"]))
 
     assert resumed["eval_loss_initial"] == full["eval_loss_initial"] is not None
@@ -205,6 +208,24 @@ def test_killed_run_keeps_history_of_uninterrupted_run(
     assert len(a) > 10
     cols = ["step", "train/loss", "val/loss", *[c for c in a.columns if c.startswith("balance/")]]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+    # wall_time_s is the whole trajectory's: the killed invocation's time up to its last
+    # checkpoint (recorded there) plus the resumed one's -- not the last invocation alone
+    assert 0 < before < resumed["wall_time_s"]
+
+
+def test_resume_of_a_finished_run_changes_nothing(base: dict, tmp_path: Path) -> None:
+    """A run that already reached trainer.max_steps has nothing to train: a resume returns
+    its summary and leaves the run dir byte-identical (it used to re-validate and append a
+    duplicate eval row to metrics.csv)."""
+    run = _copy_run(base, tmp_path)
+    over = [*base["over"], f"output_dir={run}", "resume=auto"]
+    # the copied dir is a moved run; rewrite nothing but compare every byte
+    before = _snapshot(run)
+    summary = train(compose("train", over))
+    assert _snapshot(run) == before
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["status"] == "completed"
 
 
 REGROUP = [

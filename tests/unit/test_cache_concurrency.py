@@ -52,9 +52,13 @@ def _race(
     procs = [ctx.Process(target=_target, args=(barrier, queue, fn, args)) for _ in range(n)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=timeout) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    try:
+        results = [queue.get(timeout=timeout) for _ in procs]
+    finally:  # a hung child must not outlive the test (the suite would wait for it at exit)
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
     errors = [r for status, r in results if status == "error"]
     assert not errors, errors
     return [r for _, r in results]

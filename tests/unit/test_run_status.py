@@ -120,3 +120,27 @@ def test_compare_without_status_column_uses_finite_loss() -> None:
     )
     row = compare(runs).loc[("A", "none")]
     assert (row["n"], row["n_failed"], row["eval_loss_mean"]) == (1, 1, 1.0)
+
+
+def test_regroup_column_names_the_clusterer_and_embedder(tmp_path: Path) -> None:
+    """k-means and faiss runs (both sweep `n_clusters`) used to share the group `n_clusters`."""
+    from rnb.report.aggregate import load_runs
+
+    def regroup(clusterer: str, embedder: str) -> dict:
+        return {"clusterer": {"_target_": clusterer}, "embedder": {"_target_": embedder}}
+
+    cases = {
+        "km": regroup("sklearn.cluster.KMeans", "rnb.regroup.embedders.TfidfEmbedder"),
+        "faiss": regroup(
+            "rnb.regroup.clusterers.FaissKMeans", "rnb.regroup.embedders.TfidfEmbedder"
+        ),
+        "none": None,
+    }
+    for name, rg in cases.items():
+        (tmp_path / name).mkdir()
+        summary = {"status": "completed", "eval_loss": 1.0, "config": {"regroup": rg}}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    runs = load_runs(tmp_path).set_index("run")["regroup"]
+    assert runs[str(tmp_path / "km")] == "KMeans/TfidfEmbedder"
+    assert runs[str(tmp_path / "faiss")] == "FaissKMeans/TfidfEmbedder"
+    assert runs[str(tmp_path / "none")] == "none"

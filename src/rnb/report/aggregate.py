@@ -41,6 +41,21 @@ def _status(summary: dict[str, Any]) -> tuple[str, int | None, str | None]:
     return "diverged", None, f"non-finite eval_loss {loss} (summary without status)"
 
 
+def _component(node: Any) -> str | None:
+    """Short class name of a config node's ``_target_`` (``sklearn.cluster.KMeans`` -> ``KMeans``)."""
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def _regroup_label(regroup_cfg: dict[str, Any]) -> str:
+    """``none``, or the Regroup's clusterer and embedder (``KMeans/TfidfEmbedder``), so that
+    runs regrouped differently (k-means vs faiss, MiniLM vs TF-IDF) never share a group."""
+    if not enabled(regroup_cfg):
+        return "none"
+    parts = [_component(regroup_cfg.get(k)) for k in ("clusterer", "embedder")]
+    return "/".join(p for p in parts if p) or "on"
+
+
 def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     cfg = summary.get("config") or {}
     strat = summary.get("strategy") or {}
@@ -54,7 +69,7 @@ def _row(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "failed_at_step": failed_at,
         "reason": reason,
         "strategy": strat.get("name"),
-        "regroup": "none" if not enabled(regroup_cfg) else (rg.get("param") or "on"),
+        "regroup": _regroup_label(regroup_cfg),
         "k": len(summary.get("domains") or []),
         "seed": summary.get("seed"),
         "steps": summary.get("steps"),

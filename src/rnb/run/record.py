@@ -59,6 +59,10 @@ class RunRecord(L.Callback):
             ``changed`` (``{key: [old, new]}`` of the allowed changes) and ``rnb_version``.
         resume_step: global step of the checkpoint resumed from (``None`` for a fresh run).
         metrics_rows: logged metric rows when the resumed checkpoint was written.
+        wall_before: training wall time (s) of the earlier invocations up to the resumed
+            checkpoint (0 for a fresh run); ``summary.json``'s ``wall_time_s`` adds this
+            invocation's, so a resumed run reports the time its whole trajectory took (work
+            a killed invocation did after its last checkpoint is redone, and counted once).
     """
 
     def __init__(self, fingerprint: dict[str, Any], prior: dict[str, Any] | None = None) -> None:
@@ -68,6 +72,8 @@ class RunRecord(L.Callback):
         self.resumes: list[dict[str, Any]] = list((prior or {}).get("resumes", []))
         self.resume_step: int | None = None if prior is None else int(prior["step"])
         self.metrics_rows: int | None = (prior or {}).get("metrics_rows")
+        self.wall_before = float((prior or {}).get("wall_time_s") or 0.0)
+        self._fit_start: float | None = None
         self._allowed: list[str] = []
         self._ckpt_path = ""
         self._trainer: L.Trainer | None = None
@@ -152,6 +158,9 @@ class RunRecord(L.Callback):
         """Keep the trainer: :meth:`state_dict` asks its loggers how far the history goes."""
         self._trainer = trainer
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
     def continue_logs(self, loggers: list[Any]) -> None:
         """Tell loggers that keep a history file which part of it the checkpoint covers."""
         if self.resume_step is None:
@@ -170,7 +179,9 @@ class RunRecord(L.Callback):
                 if mark is not None:
                     rows = mark()  # flushes, so the rows a checkpoint covers are on disk
         step = self._trainer.global_step if self._trainer is not None else 0
+        fit = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
         return {
+            "wall_time_s": self.wall_before + fit,
             "format": _FORMAT,
             "fingerprint": self.fingerprint,
             "eval_loss_initial": self.eval_loss_initial,
