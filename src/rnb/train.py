@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from rnb.config import config_dir, enabled, hydra_output_dir
 from rnb.console import StepProgressBar, quiet_lightning
 from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
 from rnb.run.hydra_io import adopt_invocation
-from rnb.run.record import RunRecord
+from rnb.run.record import ResumeRefused, RunRecord
 from rnb.run.status import failure_record, strict_json
 
 __all__ = ["build_datamodule", "build_run", "main", "train"]
@@ -264,7 +265,7 @@ def main() -> None:
     def _app(cfg: DictConfig) -> float | None:
         try:
             summary = train(cfg)
-        except DivergedError:
+        except (DivergedError, ResumeRefused) as err:
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
@@ -272,7 +273,10 @@ def main() -> None:
                 # An Exception (not SystemExit): Hydra's launcher records the job as failed,
                 # runs the remaining jobs, then re-raises it, so the sweep exits non-zero.
                 raise
-            # A single run: the error was logged with its hint; exit 1 without a traceback.
+            # A single run: the error says what to do (logged for a divergence, printed
+            # for a refused resume); exit 1 without a traceback.
+            if isinstance(err, ResumeRefused):
+                print(f"rnb-train: {err}", file=sys.stderr)
             raise SystemExit(1) from None
         return summary["eval_loss"]
 

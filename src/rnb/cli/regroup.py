@@ -28,6 +28,7 @@ def regroup(cfg: DictConfig) -> dict[str, Any]:
     summary = {
         **dm.regroup_summary,
         "sizes": [int((labels.train == i).sum()) for i in range(len(labels.names))],
+        "output_dir": str(out),  # where the reports went (printed last by the CLI)
     }
     (out / "regroup_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
@@ -54,6 +55,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("ood_eval") is not None:
         lines.append(f"eval points flagged out-of-distribution: {summary['ood_eval']}")
     lines.append(f"cluster sizes: {summary.get('sizes')}")
+    if summary.get("output_dir"):
+        lines.append(
+            f"reports (regroup.md, regroup.json, regroup_sweep.*): {summary['output_dir']}"
+        )
     return "\n".join(lines)
 
 
