@@ -24,6 +24,7 @@ from rnb.run.record import ResumeRefused
 from rnb.train import train
 from tests.conftest import TINY
 from tests.helpers import Crash, CrashAt
+from tests.integration.test_regroup_train import REGROUP
 
 SOURCES = ("brainstorming", "classification", "closed_qa")
 MODEL = [
@@ -226,16 +227,6 @@ def test_resume_of_a_finished_run_changes_nothing(base: dict, tmp_path: Path) ->
     assert _snapshot(run) == before
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["status"] == "completed"
-
-
-REGROUP = [
-    "regroup=kmeans",
-    "regroup/embedder=tfidf",
-    "regroup.embedder.dim=32",
-    "regroup.embedder.progress=false",
-    "regroup.k_values=[4,6,8]",
-    "regroup.min_cluster_size=5",
-]
 
 
 def _rnb_train(run: Path, overrides: list[str]) -> subprocess.CompletedProcess:
