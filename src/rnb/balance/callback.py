@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from rnb.accounting import OverheadMeter
+from rnb.balance.ledger import DomainLedger, time_average
+from rnb.balance.services.base import SignalService, build_services
 from rnb.balance.stats import DomainStats
 from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats, uniform
 
@@ -40,18 +42,27 @@ class BalanceCallback(L.Callback):
     def __init__(
         self,
         strategy: MixingStrategy,
-        steps_per_round: int = 50,
+        steps_per_round: int | None = None,
         warmup_rounds: int = 0,
         capture: dict[str, Any] | None = None,
         save_gram: bool = True,
         exact_limit_bytes: int = 64 * 2**20,
+        probe: dict[str, Any] | None = None,
+        starvation: dict[str, Any] | None = None,
     ) -> None:
+        if steps_per_round is None:
+            steps_per_round = int(strategy.default_steps_per_round)
         if steps_per_round < 1:
             raise ValueError(f"balance.steps_per_round must be >= 1, got {steps_per_round}")
         if warmup_rounds < 0:
             raise ValueError(f"balance.warmup_rounds must be >= 0, got {warmup_rounds}")
         self.strategy = strategy
-        self.steps_per_round = steps_per_round
+        self.steps_per_round = int(steps_per_round)
+        self.probe_cfg = dict(probe or {})
+        self.starvation_cfg = dict(starvation or {})
+        self.services: list[SignalService] = build_services(
+            strategy.needs, self.probe_cfg, strategy
+        )
         self.warmup_rounds = warmup_rounds
         self.capture_cfg = dict(capture or {})
         self.save_gram = save_gram
@@ -103,6 +114,16 @@ class BalanceCallback(L.Callback):
         if self.warmup_rounds > 0:
             self.weights = uniform(len(self.domain_names))
         self.stats = DomainStats(len(self.domain_names), device=pl_module.device)
+        self.ledger = DomainLedger(self.domain_names, ctx.domain_sizes, **self.starvation_cfg)
+        self._tail: dict[str, torch.Tensor] | None = None
+        if "loss_weights" in self.needs and not hasattr(pl_module, "set_domain_loss_weights"):
+            raise ValueError(
+                f"strategy {type(self.strategy).__name__} re-weights the training loss, but "
+                f"the model ({type(pl_module).__name__}, model._target_) has no "
+                "set_domain_loss_weights: inherit rnb.models.weighting.DomainLossWeighting"
+            )
+        for service in self.services:
+            service.setup(trainer, pl_module, dm, self.meter)
         if "gram" in self.needs:
             from rnb.balance.grads import HeadGradientCapture
 
@@ -116,17 +137,33 @@ class BalanceCallback(L.Callback):
             )
             self.capture.attach()
             self._flops_per_row = _capture_flops_per_row(self.capture)
-        self.sampler.set_weights(self.weights)
+        self._apply(pl_module)
         self._setup_done = True
+
+    def _apply(self, pl_module: L.LightningModule) -> None:
+        """Hand the mixture to the sampler (and to the loss, for re-weighting strategies)."""
+        assert self.weights is not None
+        sample_p, loss_w = self.strategy.apply(self.weights.copy())
+        self.sampler.set_weights(np.asarray(sample_p, dtype=np.float64))
+        if "loss_weights" in self.needs:
+            pl_module.set_domain_loss_weights(loss_w)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.capture is not None:
             self.capture.detach()
+        for service in self.services:
+            service.teardown()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.trajectory:
             self._record(trainer.global_step)
         self._last_step = trainer.global_step
+        if "loss_weights" in self.needs:  # after a checkpoint restore: the restored mixture
+            self._apply(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Draws of an unfinished last round, for summary.json (a collective: every rank).
+        self._tail = self.stats.reduced_all(self._reduce_fn(trainer))
 
     # ------------------------------------------------------------------ per batch
     def on_train_batch_start(
@@ -155,9 +192,15 @@ class BalanceCallback(L.Callback):
         batch_idx: int,
     ) -> None:
         self.batches_seen += 1
-        if not self.strategy.static and isinstance(outputs, dict) and "example_loss" in outputs:
-            with self.meter.section():
-                self.stats.update(outputs["domain"], outputs["example_loss"])
+        if isinstance(outputs, dict) and "example_loss" in outputs:
+            tokens = outputs.get("example_tokens")
+            if self.strategy.static:  # draws bookkeeping only: not mixing work
+                self.stats.update(outputs["domain"], outputs["example_loss"], tokens)
+            else:
+                with self.meter.section():
+                    self.stats.update(outputs["domain"], outputs["example_loss"], tokens)
+                    for service in self.services:
+                        service.on_train_batch_end(trainer, pl_module, batch, outputs)
         step = trainer.global_step
         if step != self._last_step:
             self._last_step = step
@@ -177,8 +220,12 @@ class BalanceCallback(L.Callback):
 
     def _end_round(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         reduce_fn = self._reduce_fn(trainer)
-        counts, loss_sum = self.stats.reduced(reduce_fn)
-        gram, extra = None, {}
+        rows = self.stats.reduced_all(reduce_fn)
+        counts, loss_sum = rows["counts"], rows["loss_sum"]
+        self.ledger.add_round(self.round, rows["drawn"].numpy(), rows["tokens"].numpy())
+        gram, extra = None, {"lr": _current_lr(trainer)}
+        for service in self.services:
+            extra.update(service.collect(trainer, pl_module, reduce_fn))
         if self.capture is not None:
             gram = self.capture.gram(reduce_fn)
             # Examples whose gradients were accumulated (non-finite batches excluded): the
@@ -188,7 +235,13 @@ class BalanceCallback(L.Callback):
             m, dim = self.capture.accumulators.shape
             self.meter.add_flops(2.0 * m * m * dim)
         stats = RoundStats(
-            step=step, round=self.round, counts=counts, loss_sum=loss_sum, gram=gram, extra=extra
+            step=step,
+            round=self.round,
+            counts=counts,
+            loss_sum=loss_sum,
+            gram=gram,
+            extra=extra,
+            tokens=rows["tokens"],
         )
         assert self.weights is not None
         if self.round < self.warmup_rounds:
@@ -202,12 +255,17 @@ class BalanceCallback(L.Callback):
         if trainer.world_size > 1:
             self._check_ranks_agree(trainer, new)
         self.weights = new
-        self.sampler.set_weights(new)
+        self._apply(pl_module)
         if gram is not None and self.save_gram and trainer.is_global_zero:
             self._save_gram(gram, extra.get("gram_counts", counts))
         metrics = {
             f"balance/weight/{n}": float(w) for n, w in zip(self.domain_names, new, strict=True)
         }
+        # What the sampler delivered this round (not only the target weights).
+        for i, n in enumerate(self.domain_names):
+            metrics[f"balance/tokens/{n}"] = float(rows["tokens"][i])
+            if counts[i] > 0:
+                metrics[f"balance/train_loss/{n}"] = float(loss_sum[i] / counts[i])
         gq = getattr(self.strategy, "last_gq_norm", None)
         if gq is not None:
             self.gq_norms.append(float(gq))
@@ -217,6 +275,8 @@ class BalanceCallback(L.Callback):
         self.stats.reset()
         if self.capture is not None:
             self.capture.reset()
+        for service in self.services:
+            service.reset()
         # Straight to the loggers, once per round: `LightningModule.log` costs ~1 ms per call
         # (measured), i.e. tens of ms per round with many domains, for values that need no
         # reduction (they are equal on every rank).
@@ -258,7 +318,7 @@ class BalanceCallback(L.Callback):
         reduce_fn = self._reduce_fn(trainer) if trainer is not None else None
         # Accumulators are saved summed over ranks; on load rank 0 takes the sum and the
         # other ranks start from zero, so the next round's reduction is unchanged.
-        counts, loss_sum = self.stats.reduced(reduce_fn)
+        rows = self.stats.reduced_all(reduce_fn)
         state: dict[str, Any] = {
             "weights": [float(x) for x in (self.weights if self.weights is not None else [])],
             "round": self.round,
@@ -269,11 +329,9 @@ class BalanceCallback(L.Callback):
             "last_step": self._last_step,
             "rank_checks": self.rank_checks,
             "rank_spread": self.rank_spread,
-            "stats": {
-                "counts": counts,
-                "loss_sum": loss_sum,
-                "skipped_nonfinite": self.stats.skipped_nonfinite,
-            },
+            "stats": {**rows, "skipped_nonfinite": self.stats.skipped_nonfinite},
+            "ledger": self.ledger.state_dict(),
+            "services": [s.state_dict() for s in self.services],
             "strategy": self.strategy.state_dict(),
             "sampler": self.sampler.state_dict(consumed_batches=self.batches_seen),
             "meter": self.meter.state_dict(),
@@ -300,8 +358,11 @@ class BalanceCallback(L.Callback):
         self.rank_spread = float(state.get("rank_spread", 0.0))
         stats = state["stats"]
         if not rank0:
-            stats = {**stats, "counts": stats["counts"] * 0, "loss_sum": stats["loss_sum"] * 0}
+            stats = {k: v * 0 if isinstance(v, torch.Tensor) else v for k, v in stats.items()}
         self.stats.load_state_dict(stats)
+        self.ledger.load_state_dict(state["ledger"])
+        for service, s_state in zip(self.services, state["services"], strict=True):
+            service.load_state_dict(s_state)
         self.strategy.load_state_dict(state["strategy"])
         self.sampler.load_state_dict(state["sampler"])
         self.meter.load_state_dict(state.get("meter", {}))
@@ -314,9 +375,17 @@ class BalanceCallback(L.Callback):
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
         """Mixture-related entries of ``summary.json``."""
+        tail = self._tail or {}
         out: dict[str, Any] = {
             "weights_trajectory": self.trajectory,
             "final_weights": [float(x) for x in self.weights] if self.weights is not None else None,
+            # the time average ᾱ (DoReMi/DoGE's output; strategy=static strategy.average=true)
+            "average_weights": time_average(self.trajectory, self._last_step),
+            "steps_per_round": self.steps_per_round,
+            **self.ledger.summary(
+                None if "drawn" not in tail else tail["drawn"].numpy(),
+                None if "tokens" not in tail else tail["tokens"].numpy(),
+            ),
             "rounds": self.round,
             "gram_rounds": self.gram_paths,
             "skipped_nonfinite": self.stats.skipped_nonfinite
@@ -330,6 +399,14 @@ class BalanceCallback(L.Callback):
             "rank_checks": int(self.rank_checks),
         }
         return out
+
+
+def _current_lr(trainer: L.Trainer) -> float | None:
+    """Learning rate of the first parameter group (DGA/DoGE scale their step by it)."""
+    optimizers = getattr(trainer, "optimizers", None) or []
+    if not optimizers:
+        return None
+    return float(optimizers[0].param_groups[0]["lr"])
 
 
 def _capture_flops_per_row(capture: Any) -> float:

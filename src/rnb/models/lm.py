@@ -19,8 +19,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnb.models.metrics import DomainLoss
+from rnb.models.weighting import DomainLossWeighting
 
-__all__ = ["CausalLMModule", "per_example_loss"]
+__all__ = ["CausalLMModule", "per_example_loss", "per_token_loss"]
+
+
+def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token loss of every position and where a loss is taken.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]`` with ``-100`` where no loss is taken.
+
+    Returns:
+        ``(loss [B, T-1], valid [B, T-1] bool)``; position ``t`` predicts label ``t + 1``
+        (``loss`` is 0 where not ``valid``).
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view(shift_labels.shape)
+    return tok, shift_labels != -100
 
 
 def per_example_loss(
@@ -35,20 +58,19 @@ def per_example_loss(
     Returns:
         ``(loss_sum [B], tokens [B])``; the position ``t`` logits predict label ``t + 1``.
     """
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    tok = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.reshape(-1),
-        ignore_index=-100,
-        reduction="none",
-    ).view(shift_labels.shape)
-    valid = shift_labels != -100
+    tok, valid = per_token_loss(logits, labels)
     return tok.sum(dim=1), valid.sum(dim=1)
 
 
-class CausalLMModule(L.LightningModule):
+class CausalLMModule(DomainLossWeighting, L.LightningModule):
     """A causal LM (GPT-Neo by default, built from a tiny config) trained on mixtures.
+
+    The mixing contract (what the Balance callback and its services use): ``training_step``
+    returns ``example_loss``/``example_tokens``/``domain`` (and ``token_loss``/``token_valid``
+    while :attr:`keep_token_losses` is set, for the reference-model service);
+    :meth:`example_losses` and :meth:`token_losses` evaluate a batch; :attr:`head` is the
+    final linear layer; per-domain loss multipliers come through
+    :class:`~rnb.models.weighting.DomainLossWeighting`.
 
     Args:
         vocab_size: tokenizer size (filled in from the DataModule by ``train``).
@@ -86,6 +108,8 @@ class CausalLMModule(L.LightningModule):
         self.head_module = head_module
         self.val_metric = DomainLoss(len(self.domain_names))
         self.last_eval: dict[str, Any] | None = None
+        #: Return per-token losses from ``training_step`` (set by services that need them).
+        self.keep_token_losses = False
 
     @staticmethod
     def _build(
@@ -139,27 +163,38 @@ class CausalLMModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [B, T-1], valid [B, T-1])`` of a batch (see :func:`per_token_loss`)."""
         logits = self(batch["input_ids"], batch["attention_mask"])
-        return per_example_loss(logits, batch["labels"])
+        return per_token_loss(logits, batch["labels"])
+
+    def example_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss_sum [B], tokens [B])`` of a batch (see :func:`per_example_loss`)."""
+        tok, valid = self.token_losses(batch)
+        return tok.sum(dim=1), valid.sum(dim=1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        loss_sum, tokens = self._losses(batch)
+        tok, valid = self.token_losses(batch)
+        loss_sum, tokens = tok.sum(dim=1), valid.sum(dim=1)
         example_loss = loss_sum / tokens.clamp_min(1)
         # Mean over examples (not tokens): with equal per-rank batch sizes the DDP average
         # equals the single-process loss of the global batch exactly, and every example
         # weighs the same, matching the per-sample counts n_i of the mixing statistics.
-        loss = example_loss.mean()
+        # Strategies that re-weight the loss per domain (DoReMi, DoGE) set multipliers.
+        loss = self.reduce_example_losses(example_loss, batch["domain"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return {
+        out = {
             "loss": loss,
             "example_loss": example_loss.detach(),
             "example_tokens": tokens.detach(),
             "domain": batch["domain"],
         }
+        if self.keep_token_losses:
+            out["token_loss"], out["token_valid"] = tok.detach(), valid
+        return out
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss_sum, tokens = self._losses(batch)
+        loss_sum, tokens = self.example_losses(batch)
         self.val_metric.update(loss_sum / tokens.clamp_min(1), batch["domain"])
 
     def on_validation_epoch_end(self) -> None:

@@ -73,7 +73,10 @@ class RoundStats:
         loss_sum: sum of per-example training losses per domain.
         gram: raw inner products ``<g_i, g_j>`` of the per-domain final-layer
             gradient sums (``None`` unless the strategy needs ``"gram"``).
-        extra: strategy-specific signals from shared services.
+        extra: signals from shared services (``rnb.balance.services``), keyed by the
+            need that asked for them, plus ``"lr"`` (the optimizer's current learning rate)
+            and ``"gram_counts"`` (examples behind ``gram``).
+        tokens: target tokens drawn per domain this round (float64 ``[m]``).
     """
 
     step: int
@@ -82,6 +85,7 @@ class RoundStats:
     loss_sum: torch.Tensor
     gram: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens: torch.Tensor | None = None
 
     @property
     def mean_loss(self) -> torch.Tensor:
@@ -99,6 +103,9 @@ class MixingStrategy(ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     #: True when weights never change (the callback then skips all signal collection).
     static: ClassVar[bool] = False
+    #: ``K`` when ``balance.steps_per_round`` is null: 20 for round-based methods, 1 for
+    #: methods that update every step in their papers (ODM, DoReMi).
+    default_steps_per_round: ClassVar[int] = 20
 
     def setup(self, ctx: MixtureContext) -> None:
         """Called once before training with the data context."""
@@ -111,6 +118,17 @@ class MixingStrategy(ABC):
     @abstractmethod
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
         """Return the next mixture (on the simplex) given a round's statistics."""
+
+    def apply(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """How the mixture ``α`` enters training: ``(sampling p, loss multipliers or None)``.
+
+        The default samples with ``α`` (online resampling). Strategies that re-weight the
+        training loss instead (DoReMi's proxy, DoGE's ``Σ α_i g_i`` step) return their fixed
+        sampling mixture and ``α`` as per-domain loss multipliers, and list
+        ``"loss_weights"`` in :attr:`needs` (the model must implement
+        :meth:`rnb.models.weighting.DomainLossWeighting.set_domain_loss_weights`).
+        """
+        return weights, None
 
     def state_dict(self) -> dict[str, Any]:
         """Strategy state (tensors / numbers / lists only)."""
