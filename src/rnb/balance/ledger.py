@@ -108,10 +108,10 @@ class DomainLedger:
         epochs = np.divide(examples, self.sizes, out=np.zeros_like(examples), where=self.sizes > 0)
         return {
             "tokens_per_domain": {
-                n: int(round(t)) for n, t in zip(self.names, tokens, strict=True)
+                n: round(float(t)) for n, t in zip(self.names, tokens, strict=True)
             },
             "examples_per_domain": {
-                n: int(round(e)) for n, e in zip(self.names, examples, strict=True)
+                n: round(float(e)) for n, e in zip(self.names, examples, strict=True)
             },
             "epochs_per_domain": {n: float(e) for n, e in zip(self.names, epochs, strict=True)},
             "starved_domains": sorted(self.starved, key=lambda n: self.names.index(n)),
