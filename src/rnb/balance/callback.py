@@ -108,6 +108,12 @@ class BalanceCallback(L.Callback):
             domain_fingerprint=MixtureContext.domain_definition(
                 getattr(dm, "domain_field", None), getattr(dm, "regroup_fingerprint", None)
             ),
+            domain_tokens=_domain_tokens(dm),
+            example_budget=(
+                int(trainer.max_steps) * int(dm.batch_size) * int(trainer.world_size)
+                if trainer.max_steps and trainer.max_steps > 0
+                else None
+            ),
         )
         self.strategy.setup(ctx)
         self.weights = np.asarray(self.strategy.initial_weights(), dtype=np.float64)
@@ -399,6 +405,16 @@ class BalanceCallback(L.Callback):
             "rank_checks": int(self.rank_checks),
         }
         return out
+
+
+def _domain_tokens(dm: Any) -> np.ndarray | None:
+    """Loss-bearing tokens per domain of the training split (for UniMax's budget)."""
+    data = getattr(dm, "train_data", None)
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        return None
+    per_example = (np.asarray(labels)[:, 1:] != -100).sum(axis=1)
+    return np.bincount(np.asarray(data.domain), weights=per_example, minlength=len(dm.domain_names))
 
 
 def _current_lr(trainer: L.Trainer) -> float | None:

@@ -31,6 +31,10 @@ class MixtureContext:
         domain_fingerprint: what defines the domains (:meth:`domain_definition`), so
             weights keyed by domain name can be checked to mean the same domains;
             ``None`` when unknown.
+        domain_tokens: target (loss-bearing) tokens per domain in the training split
+            (``[m]``; ``None`` when the DataModule does not say).
+        example_budget: training examples the run will draw (``max_steps ×`` global batch
+            size; ``None`` when the run has no step limit).
     """
 
     domain_names: list[str]
@@ -39,6 +43,8 @@ class MixtureContext:
     seed: int = 0
     output_dir: Path | None = None
     domain_fingerprint: str | None = None
+    domain_tokens: np.ndarray | None = None
+    example_budget: int | None = None
 
     @staticmethod
     def domain_definition(domain_field: str | None, regroup_fingerprint: str | None) -> str:
