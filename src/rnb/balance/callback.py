@@ -11,10 +11,12 @@ import numpy as np
 import torch
 
 from rnb.accounting import OverheadMeter
+from rnb.balance.context import mixture_context
 from rnb.balance.ledger import DomainLedger, time_average
 from rnb.balance.services.base import SignalService, build_services
+from rnb.balance.services.gram import GramSignal
 from rnb.balance.stats import DomainStats
-from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats, uniform
+from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
 
 __all__ = ["BalanceCallback"]
 
@@ -64,25 +66,36 @@ class BalanceCallback(L.Callback):
             strategy.needs, self.probe_cfg, strategy
         )
         self.warmup_rounds = warmup_rounds
-        self.capture_cfg = dict(capture or {})
-        self.save_gram = save_gram
         self.exact_limit_bytes = int(exact_limit_bytes)
+        self.gram_signal = (
+            GramSignal(capture or {}, self.exact_limit_bytes, save_gram)
+            if "gram" in strategy.needs
+            else None
+        )
         self.weights: np.ndarray | None = None
         self.round = 0
         self.trajectory: list[dict[str, Any]] = []
-        self.gram_paths: list[str] = []
         self.gq_norms: list[float] = []
         self.batches_seen = 0
         self.rank_checks = 0
         self.rank_spread = 0.0
         self._last_step = 0
-        self.capture: Any = None
         self.meter = OverheadMeter()
         self.output_dir: Path | None = None
-        self._flops_per_row = 0.0
         self._setup_done = False
 
     # ------------------------------------------------------------------ setup
+    @property
+    def capture(self) -> Any:
+        """The final-layer :class:`~rnb.balance.grads.HeadGradientCapture` (``None`` unless
+        the strategy needs ``"gram"``)."""
+        return self.gram_signal.capture if self.gram_signal is not None else None
+
+    @property
+    def gram_paths(self) -> list[str]:
+        """Saved ``gram/round_XXXX.npy`` files, in round order."""
+        return self.gram_signal.paths if self.gram_signal is not None else []
+
     @property
     def needs(self) -> frozenset[str]:
         """Signals the strategy asked for."""
@@ -99,22 +112,7 @@ class BalanceCallback(L.Callback):
         self.sampler = dm.sampler
         self.domain_names = list(dm.domain_names)
         self.output_dir = Path(getattr(dm, "output_dir", None) or trainer.default_root_dir)
-        ctx = MixtureContext(
-            self.domain_names,
-            np.asarray(dm.domain_sizes),
-            np.asarray(dm.eval_proportions),
-            seed=dm.seed,
-            output_dir=self.output_dir,
-            domain_fingerprint=MixtureContext.domain_definition(
-                getattr(dm, "domain_field", None), getattr(dm, "regroup_fingerprint", None)
-            ),
-            domain_tokens=_domain_tokens(dm),
-            example_budget=(
-                int(trainer.max_steps) * int(dm.batch_size) * int(trainer.world_size)
-                if trainer.max_steps and trainer.max_steps > 0
-                else None
-            ),
-        )
+        ctx = mixture_context(trainer, dm, self.output_dir)
         self.strategy.setup(ctx)
         self.weights = np.asarray(self.strategy.initial_weights(), dtype=np.float64)
         if self.warmup_rounds > 0:
@@ -130,19 +128,8 @@ class BalanceCallback(L.Callback):
             )
         for service in self.services:
             service.setup(trainer, pl_module, dm, self.meter)
-        if "gram" in self.needs:
-            from rnb.balance.grads import HeadGradientCapture
-
-            cfg = dict(self.capture_cfg)
-            head = pl_module.head
-            if cfg.get("mode", "auto") == "auto":
-                exact_bytes = 4 * len(self.domain_names) * head.in_features * head.out_features
-                cfg["mode"] = "exact" if exact_bytes <= self.exact_limit_bytes else "sketch"
-            self.capture = HeadGradientCapture(
-                head, len(self.domain_names), timer=self.meter, **cfg
-            )
-            self.capture.attach()
-            self._flops_per_row = _capture_flops_per_row(self.capture)
+        if self.gram_signal is not None:
+            self.gram_signal.setup(pl_module, len(self.domain_names), self.meter)
         self._apply(pl_module)
         self._setup_done = True
 
@@ -155,9 +142,7 @@ class BalanceCallback(L.Callback):
             pl_module.set_domain_loss_weights(loss_w)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.capture is not None:
-            self.capture.detach()
-        for service in self.services:
+        for service in [*self.services, *([self.gram_signal] if self.gram_signal else [])]:
             service.teardown()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -176,18 +161,9 @@ class BalanceCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self.meter.step_started()
-        if self.capture is not None:
+        if self.gram_signal is not None:
             with self.meter.section():
-                mask_fn = getattr(pl_module, "head_row_mask", None)
-                mask = mask_fn(batch) if mask_fn is not None else None
-                rows = self.capture.set_batch(batch["domain"], row_mask=mask)
-                scaler = getattr(trainer.precision_plugin, "scaler", None)
-                if scaler is not None:  # fp16 GradScaler multiplies δ by its scale
-                    self.capture.set_grad_scale(float(scaler.get_scale()))
-                if rows is None:  # no row mask: every input position (one per example if flat)
-                    ids = batch.get("input_ids", batch["domain"])
-                    rows = ids.numel()
-                self.meter.add_flops(rows * self._flops_per_row)
+                self.gram_signal.on_train_batch_start(trainer, pl_module, batch)
 
     def on_train_batch_end(
         self,
@@ -232,14 +208,9 @@ class BalanceCallback(L.Callback):
         gram, extra = None, {"lr": _current_lr(trainer)}
         for service in self.services:
             extra.update(service.collect(trainer, pl_module, reduce_fn))
-        if self.capture is not None:
-            gram = self.capture.gram(reduce_fn)
-            # Examples whose gradients were accumulated (non-finite batches excluded): the
-            # consistent n_i for normalising G.
-            gc = self.capture.counts.to(pl_module.device)
-            extra["gram_counts"] = (reduce_fn(gc.clone()) if reduce_fn else gc).cpu()
-            m, dim = self.capture.accumulators.shape
-            self.meter.add_flops(2.0 * m * m * dim)
+        if self.gram_signal is not None:
+            extra.update(self.gram_signal.collect(pl_module, reduce_fn))
+            gram = extra.pop("gram")
         stats = RoundStats(
             step=step,
             round=self.round,
@@ -262,8 +233,9 @@ class BalanceCallback(L.Callback):
             self._check_ranks_agree(trainer, new)
         self.weights = new
         self._apply(pl_module)
-        if gram is not None and self.save_gram and trainer.is_global_zero:
-            self._save_gram(gram, extra.get("gram_counts", counts))
+        if self.gram_signal is not None and trainer.is_global_zero:
+            assert self.output_dir is not None and gram is not None
+            self.gram_signal.save(self.output_dir / "gram", self.round, gram, extra["gram_counts"])
         metrics = {
             f"balance/weight/{n}": float(w) for n, w in zip(self.domain_names, new, strict=True)
         }
@@ -279,8 +251,8 @@ class BalanceCallback(L.Callback):
         self.round += 1
         self._record(step)
         self.stats.reset()
-        if self.capture is not None:
-            self.capture.reset()
+        if self.gram_signal is not None:
+            self.gram_signal.reset()
         for service in self.services:
             service.reset()
         # Straight to the loggers, once per round: `LightningModule.log` costs ~1 ms per call
@@ -306,18 +278,6 @@ class BalanceCallback(L.Callback):
         assert self.weights is not None
         self.trajectory.append({"step": int(step), "weights": [float(x) for x in self.weights]})
 
-    def _save_gram(self, gram: torch.Tensor, counts: torch.Tensor) -> None:
-        assert self.output_dir is not None
-        folder = self.output_dir / "gram"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"round_{self.round:04d}.npy"
-        n = counts.double().clamp_min(1)
-        normed = torch.where(
-            counts[:, None] * counts[None, :] > 0, gram.double() / (n[:, None] * n[None, :]), 0.0
-        )
-        np.save(path, normed.cpu().numpy())
-        self.gram_paths.append(str(path))
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "_trainer_ref", None)
@@ -342,13 +302,8 @@ class BalanceCallback(L.Callback):
             "sampler": self.sampler.state_dict(consumed_batches=self.batches_seen),
             "meter": self.meter.state_dict(),
         }
-        if self.capture is not None:
-            cap = self.capture.state_dict()
-            if reduce_fn is not None:
-                cap["accumulators"] = reduce_fn(self.capture.accumulators.clone()).cpu()
-                device = self.capture.accumulators.device
-                cap["counts"] = reduce_fn(self.capture.counts.to(device)).cpu().double()
-            state["capture"] = cap
+        if self.gram_signal is not None:
+            state["capture"] = self.gram_signal.state_dict(reduce_fn)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -356,7 +311,8 @@ class BalanceCallback(L.Callback):
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         self.round = int(state["round"])
         self.trajectory = list(state["trajectory"])
-        self.gram_paths = list(state["gram_paths"])
+        if self.gram_signal is not None:
+            self.gram_signal.paths = list(state["gram_paths"])
         self.gq_norms = list(state["gq_norms"])
         self.batches_seen = int(state["batches_seen"])
         self._last_step = int(state["last_step"])
@@ -372,11 +328,8 @@ class BalanceCallback(L.Callback):
         self.strategy.load_state_dict(state["strategy"])
         self.sampler.load_state_dict(state["sampler"])
         self.meter.load_state_dict(state.get("meter", {}))
-        if self.capture is not None and "capture" in state:
-            self.capture.load_state_dict(state["capture"])
-            if not rank0:
-                self.capture.accumulators.zero_()
-                self.capture.counts.zero_()
+        if self.gram_signal is not None and "capture" in state:
+            self.gram_signal.load_state_dict(state["capture"], rank0)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -395,9 +348,9 @@ class BalanceCallback(L.Callback):
             "rounds": self.round,
             "gram_rounds": self.gram_paths,
             "skipped_nonfinite": self.stats.skipped_nonfinite
-            + (self.capture.skipped_nonfinite if self.capture is not None else 0),
-            "balance_memory_bytes": int(self.capture.memory_bytes())
-            if self.capture is not None
+            + (self.gram_signal.skipped_nonfinite if self.gram_signal is not None else 0),
+            "balance_memory_bytes": self.gram_signal.memory_bytes()
+            if self.gram_signal is not None
             else 0,
             # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
             "rank_weight_spread": float(self.rank_spread),
@@ -407,34 +360,9 @@ class BalanceCallback(L.Callback):
         return out
 
 
-def _domain_tokens(dm: Any) -> np.ndarray | None:
-    """Loss-bearing tokens per domain of the training split (for UniMax's budget)."""
-    data = getattr(dm, "train_data", None)
-    labels = getattr(data, "labels", None)
-    if labels is None:
-        return None
-    per_example = (np.asarray(labels)[:, 1:] != -100).sum(axis=1)
-    return np.bincount(np.asarray(data.domain), weights=per_example, minlength=len(dm.domain_names))
-
-
 def _current_lr(trainer: L.Trainer) -> float | None:
     """Learning rate of the first parameter group (DGA/DoGE scale their step by it)."""
     optimizers = getattr(trainer, "optimizers", None) or []
     if not optimizers:
         return None
     return float(optimizers[0].param_groups[0]["lr"])
-
-
-def _capture_flops_per_row(capture: Any) -> float:
-    """Analytic FLOPs of the capture per captured row (token).
-
-    One ``vk × dk`` outer-product accumulation (``2·vk·dk``), plus the count sketch of
-    ``δ`` (``V`` multiply-adds) and the projection of ``a`` (``2·d·dk``) when sketching.
-    """
-    dim = capture.accumulators.shape[1]
-    flops = 2.0 * dim
-    if getattr(capture, "_signs", None) is not None:
-        flops += 2.0 * capture.V
-    if getattr(capture, "_proj", None) is not None:
-        flops += 2.0 * capture.d * capture._proj.shape[0]
-    return flops
