@@ -120,7 +120,8 @@ class BalanceCallback(L.Callback):
         self.stats = DomainStats(len(self.domain_names), device=pl_module.device)
         self.ledger = DomainLedger(self.domain_names, ctx.domain_sizes, **self.starvation_cfg)
         self._tail: dict[str, torch.Tensor] | None = None
-        if "loss_weights" in self.needs and not hasattr(pl_module, "set_domain_loss_weights"):
+        hook = getattr(pl_module, "set_domain_loss_weights", None)
+        if "loss_weights" in self.needs and not callable(hook):
             raise ValueError(
                 f"strategy {type(self.strategy).__name__} re-weights the training loss, but "
                 f"the model ({type(pl_module).__name__}, model._target_) has no "
