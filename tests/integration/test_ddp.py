@@ -45,3 +45,7 @@ def test_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> None:
         assert a["step"] == b["step"]
         np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-4)
     assert ddp["eval_loss"] == pytest.approx(single["eval_loss"], abs=1e-3)
+    # draws are summed over ranks: the same global batches as one process (tail included)
+    assert ddp["examples_per_domain"] == single["examples_per_domain"]
+    assert sum(ddp["examples_per_domain"].values()) == 12 * 8
+    assert ddp["tokens_per_domain"] == single["tokens_per_domain"]
