@@ -40,7 +40,8 @@ class _Grab(L.Callback):
 
 
 def test_summary_reports_draws_tokens_epochs(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    over = [*tiny_overrides, "strategy=natural", "trainer.max_steps=10", f"output_dir={tmp_path}"]
+    over = [*tiny_overrides, "strategy=natural", "trainer.max_steps=10", "initial_eval=false"]
+    over.append(f"output_dir={tmp_path}")
     summary = train(compose("train", over))
     names, sizes = summary["domains"], np.asarray(summary["domain_sizes"])
     examples = np.array([summary["examples_per_domain"][n] for n in names])
@@ -66,7 +67,12 @@ def test_loss_weights_reach_the_model_and_the_sampler_keeps_its_own(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
     target = f"{__name__}.FixedLossWeights"
-    over = [*tiny_overrides, f"strategy._target_={target}", f"output_dir={tmp_path}"]
+    over = [
+        *tiny_overrides,
+        f"strategy._target_={target}",
+        "initial_eval=false",
+        f"output_dir={tmp_path}",
+    ]
     grab = _Grab()
     summary = train(compose("train", over), callbacks=[grab])
     m = len(summary["domains"])
@@ -87,6 +93,7 @@ def test_loss_weights_need_a_model_with_the_hook(tmp_path: Path, tiny_overrides:
         *tiny_overrides,
         f"strategy._target_={__name__}.FixedLossWeights",
         f"model._target_={__name__}.NoHookLM",
+        "initial_eval=false",
         f"output_dir={tmp_path}",
     ]
     with pytest.raises(ValueError, match="set_domain_loss_weights.*DomainLossWeighting"):

@@ -59,6 +59,9 @@ def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     np.testing.assert_allclose(a, b, atol=1e-9)
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-5)
+    # the per-domain ledger (mid-round draws included) survives the crash exactly
+    for key in ("tokens_per_domain", "examples_per_domain", "average_weights", "starved_domains"):
+        assert resumed[key] == full[key], key
 
 
 def test_warmup_rounds_keep_uniform_weights(tmp_path: Path, tiny_overrides: list[str]) -> None:
