@@ -60,6 +60,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_math.py",
             "tests/unit/test_rnb_math_edges.py",
             "tests/unit/test_rnb_strategy.py",
+            "tests/unit/test_rnb_unsampled.py",
         ),
     ),
     "strategies": Module(
@@ -68,6 +69,9 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
             "tests/unit/test_static_strategy_edges.py",
+            "tests/unit/test_odm_strategy.py",
+            "tests/unit/test_unimax_strategy.py",
+            "tests/unit/test_rnb_unsampled.py",
             _PINNED,
         ),
     ),

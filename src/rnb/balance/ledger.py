@@ -5,12 +5,16 @@ Target weights say what a strategy asked for; users need what the sampler delive
 domain, how often each domain's data was repeated (epochs), and which domains a strategy
 starved. A domain is *starved* when it got under ``starve_share`` of a round's draws for
 ``starve_rounds`` consecutive rounds (R&B at a large ``λ`` and DoReMi can go one-hot and
-stay there: a domain that is never drawn produces no signal to come back).
+stay there: a domain that is never drawn produces no signal to come back). A share is judged
+over at least ``1 / starve_share`` draws: rounds with fewer (ODM and DoReMi update every
+step; a step of 8 examples misses a domain at 10 % by chance 43 % of the time) are merged
+with the next ones until the window holds that many, so ``starve_rounds`` counts windows.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +57,8 @@ class DomainLedger:
         domain_names: the ``m`` domain names.
         domain_sizes: training examples per domain (for ``epochs_per_domain``).
         starve_share: a round share of draws under this counts as starved (default 1 %).
-        starve_rounds: consecutive starved rounds before a domain is reported.
+        starve_rounds: consecutive starved rounds (windows of at least ``1/starve_share``
+            draws) before a domain is reported.
     """
 
     def __init__(
@@ -71,6 +76,9 @@ class DomainLedger:
         self.tokens = np.zeros(m)
         self.examples = np.zeros(m)
         self.streak = np.zeros(m, dtype=np.int64)
+        # draws of rounds too small to measure a `starve_share` share, merged with the next
+        self.window = np.zeros(m)
+        self.min_draws = math.ceil(1.0 / self.starve_share) if self.starve_share > 0 else 1
         self.starved: dict[str, int] = {}  # name -> round at which it was first reported
 
     def add_round(self, round_index: int, drawn: np.ndarray, tokens: np.ndarray) -> None:
@@ -78,10 +86,12 @@ class DomainLedger:
         drawn = np.asarray(drawn, dtype=np.float64)
         self.examples += drawn
         self.tokens += np.asarray(tokens, dtype=np.float64)
-        total = drawn.sum()
-        if total <= 0:
+        self.window += drawn
+        total = self.window.sum()
+        if total < self.min_draws:
             return
-        low = drawn / total < self.starve_share
+        low = self.window / total < self.starve_share
+        self.window = np.zeros_like(self.window)
         self.streak = np.where(low, self.streak + 1, 0)
         for i in np.flatnonzero(self.streak >= self.starve_rounds):
             name = self.names[i]
@@ -124,6 +134,7 @@ class DomainLedger:
             "tokens": self.tokens.tolist(),
             "examples": self.examples.tolist(),
             "streak": self.streak.tolist(),
+            "window": self.window.tolist(),
             "starved": dict(self.starved),
         }
 
@@ -132,4 +143,5 @@ class DomainLedger:
         self.tokens = np.asarray(state["tokens"], dtype=np.float64)
         self.examples = np.asarray(state["examples"], dtype=np.float64)
         self.streak = np.asarray(state["streak"], dtype=np.int64)
+        self.window = np.asarray(state.get("window", np.zeros_like(self.window)), dtype=np.float64)
         self.starved = {str(k): int(v) for k, v in state["starved"].items()}

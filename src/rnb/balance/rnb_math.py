@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "RnBUpdate",
     "apply_min_weight",
+    "carry_gram",
     "ema",
     "gram_matrix",
     "normalize_gram",
@@ -241,3 +242,40 @@ def ema(G_prev: torch.Tensor | None, G_new: torch.Tensor, beta: float) -> torch.
             f"strategy.gram_ema: shapes differ, {tuple(G_prev.shape)} vs {tuple(G_new.shape)}"
         )
     return beta * G_prev + (1.0 - beta) * G_new
+
+
+def carry_gram(
+    G: torch.Tensor, counts: torch.Tensor, last: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill the rows/columns of domains unsampled this round with their last observed values.
+
+    ``strategy.unsampled=carry``: a domain with ``n_i = 0`` has a zero row in ``G`` (see
+    `normalize_gram`), so at a large ``λ`` it gets ``softmax`` mass ``≈ 0`` and is never drawn
+    again (no draws, no gradient, no way back). Carrying reuses ``G_ij`` from the last round in
+    which both ``i`` and ``j`` were sampled while ``i`` (or ``j``) is unsampled. Entries of
+    pairs never sampled together stay 0.
+
+    Args:
+        G: ``[m, m]`` this round's normalised Gram matrix.
+        counts: ``[m]`` samples per domain behind ``G``.
+        last: ``[m, m]`` last observed entries (``None`` before the first round).
+
+    Returns:
+        ``(G_used, last_new)``, float64 ``[m, m]`` each: this round's entries where both
+        domains were sampled, the carried ones elsewhere; and the updated memory.
+    """
+    G = torch.as_tensor(G).to(torch.float64)
+    n = torch.as_tensor(counts).to(dtype=torch.float64, device=G.device).reshape(-1)
+    if G.dim() != 2 or G.shape[0] != G.shape[1] or G.shape[0] != n.numel():
+        raise ValueError(
+            f"gram: need G [m, m] and counts [m], got {tuple(G.shape)} and {tuple(n.shape)}"
+        )
+    seen = n > 0
+    both = seen[:, None] & seen[None, :]
+    prev = torch.zeros_like(G) if last is None else torch.as_tensor(last).to(G)
+    if prev.shape != G.shape:
+        raise ValueError(
+            f"strategy.unsampled=carry: memory shape {tuple(prev.shape)} != {tuple(G.shape)}"
+        )
+    new = torch.where(both, G, prev)
+    return new.clone(), new

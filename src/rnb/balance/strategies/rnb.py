@@ -4,6 +4,12 @@ Per round (method.md §Stage 2): ``G_ij = <g_i, g_j> / (n_i n_j)`` from the per-
 final-layer gradient sums the callback captured, then ``p = softmax(λ · Gq / ‖Gq‖)``
 (``form="normalized"``, Alg. 1) or ``softmax(λ · Gq)`` (``"unnormalized"``, Alg. 3). The
 new ``p`` overwrites the old one.
+
+A domain not sampled in a round has a zero row and column in ``G`` (the paper's definition,
+``unsampled="zero"``): at a large ``λ`` such a domain gets almost no mass and, never drawn,
+never produces the gradient that could bring it back (``summary.json`` ``starved_domains``
+lists it). ``unsampled="carry"`` reuses its last observed row and column instead
+(:func:`rnb.balance.rnb_math.carry_gram`) — a deviation from the paper, off by default.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from rnb.balance.rnb_math import ema, normalize_gram, rnb_weights
+from rnb.balance.rnb_math import carry_gram, ema, normalize_gram, rnb_weights
 from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats
 
 __all__ = ["RnB"]
@@ -32,6 +38,8 @@ class RnB(MixingStrategy):
         gram_ema: if set, ``G`` is an exponential moving average with this weight on the
             past (``0 <= β < 1``); off by default (the paper uses each round's ``G``).
         min_weight: floor on every domain's weight (mixed with uniform); 0 = off.
+        unsampled: ``"zero"`` (paper: a domain unsampled in a round has a zero Gram row and
+            column) or ``"carry"`` (reuse its last observed row and column while unsampled).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"gram"})
@@ -43,6 +51,7 @@ class RnB(MixingStrategy):
         form: str = "normalized",
         gram_ema: float | None = None,
         min_weight: float = 0.0,
+        unsampled: str = "zero",
     ) -> None:
         if not (float(lambda_) >= 0 and np.isfinite(lambda_)):
             raise ValueError(f"strategy.lambda_ must be a finite number >= 0, got {lambda_}")
@@ -57,12 +66,16 @@ class RnB(MixingStrategy):
             raise ValueError(f"strategy.gram_ema must be in [0, 1) or null, got {gram_ema}")
         if not 0.0 <= float(min_weight) < 1.0:
             raise ValueError(f"strategy.min_weight must be in [0, 1), got {min_weight}")
+        if unsampled not in ("zero", "carry"):
+            raise ValueError(f"strategy.unsampled must be 'zero' or 'carry', got {unsampled!r}")
         self.lambda_ = float(lambda_)
         self.objective = objective if isinstance(objective, str) else [float(x) for x in objective]
         self.form = form
         self.gram_ema = None if gram_ema is None else float(gram_ema)
         self.min_weight = float(min_weight)
+        self.unsampled = unsampled
         self._G: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None  # unsampled=carry: last observed G entries
         self.kept_previous = 0
         self.last_gq_norm: float | None = None
 
@@ -91,6 +104,8 @@ class RnB(MixingStrategy):
             )
         counts = stats.extra.get("gram_counts", stats.counts)
         G = normalize_gram(stats.gram.cpu(), counts.cpu())
+        if self.unsampled == "carry":
+            G, self._last = carry_gram(G, counts.cpu(), self._last)
         if self.gram_ema is not None:
             G = ema(self._G, G, self.gram_ema)
             self._G = G
@@ -110,9 +125,12 @@ class RnB(MixingStrategy):
         return {
             "G": self._G.clone() if self._G is not None else torch.empty(0),
             "kept_previous": self.kept_previous,
+            "last": self._last.clone() if self._last is not None else torch.empty(0),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         G = state.get("G")
         self._G = G.to(torch.float64) if G is not None and G.numel() else None
         self.kept_previous = int(state.get("kept_previous", 0))
+        last = state.get("last")
+        self._last = last.to(torch.float64) if last is not None and last.numel() else None
