@@ -68,7 +68,16 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
             "tests/unit/test_static_strategy_edges.py",
+            "tests/unit/test_doge_dga.py",
+            "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
             _PINNED,
+        ),
+    ),
+    "gradient_probe": Module(
+        ("src/rnb/balance/services/gradient_probe.py",),
+        (
+            "tests/unit/test_gradient_probe.py",
+            "tests/integration/test_grad_strategies.py",
         ),
     ),
     "callback": Module(
