@@ -212,3 +212,20 @@ def test_target_file_is_tokenised_like_training_data(run: SimpleNamespace, tmp_p
 def test_bad_settings_name_the_key(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         GradientProbe(**kw)
+
+
+def test_from_config_takes_the_target_from_the_strategy() -> None:
+    from rnb.balance.services.base import build_services
+    from rnb.balance.strategies.dga import DGA
+    from rnb.balance.strategies.doge import DoGE
+
+    probe = {"batch_size": 4, "eval_size": 32, "params": None, "target_path": None, "seed": 1}
+    (svc,) = build_services(DoGE().needs, probe, DoGE())  # target: train
+    assert isinstance(svc, GradientProbe) and svc.target is None and svc.batch_size == 4
+    (svc,) = build_services(DGA.needs, probe, DGA())
+    assert svc.target == "eval" and svc.eval_size == 32 and svc.seed == 1
+    file_probe = {**probe, "target_path": "t.jsonl"}
+    (svc,) = build_services(DGA.needs, file_probe, DGA(target="file"))
+    assert svc.target == "file" and svc.target_path == "t.jsonl"
+    with pytest.raises(ValueError, match=r"strategy\.target=train uses no target"):
+        build_services(DoGE().needs, file_probe, DoGE())
