@@ -150,8 +150,8 @@ def test_ddp_average_is_the_gradient_of_the_union_batch(run: SimpleNamespace) ->
     local = [s.probe(run.model).clone() for s in ranks]
     for s in ranks:
         s.probes = 0
-    total = local[0] + local[1]
-    out = ranks[0].collect(SimpleNamespace(), run.model, lambda t: total.clone())
+    other_rank = iter(local[1])  # a sum over two ranks, row by row as collect reduces
+    out = ranks[0].collect(SimpleNamespace(), run.model, lambda t: t + next(other_rank))
     m = len(run.dm.domain_names)
     union = np.concatenate([ranks[0].draw(0)[1], ranks[1].draw(0)[1]])
     ref = _brute_force(run.model, run.dm.train_data, union, ranks[0].named)
@@ -178,7 +178,12 @@ def test_domain_without_examples_gets_zero_row(run: SimpleNamespace) -> None:
 
 def test_flops_are_six_n_tokens_per_probe_batch(run: SimpleNamespace) -> None:
     svc = _service(run)
-    svc.probe(run.model)
+    first = svc.probe(run.model)
+    assert svc.probe(run.model) is first  # preallocated: the same buffer every round
+    svc.teardown()
+    assert svc.matrix is None
+    svc.meter.extra_flops = 0.0
+    svc.probe(run.model)  # a fit after teardown allocates it again
     rows = len(run.dm.domain_names) + 1
     tokens = rows * 8 * run.dm.max_length
     assert svc.meter.extra_flops == 6.0 * run.model.num_parameters() * tokens

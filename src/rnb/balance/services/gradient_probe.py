@@ -140,6 +140,7 @@ class GradientProbe(SignalService):
         self.target = target
         #: probes run so far (seeds the next draw; saved for exact resume)
         self.probes = 0
+        self.rows = 0
         self.matrix: torch.Tensor | None = None
 
     @classmethod
@@ -191,17 +192,30 @@ class GradientProbe(SignalService):
                 self.target_path, "balance.probe.target_path"
             )
             self.target_index = np.arange(len(self.target_split), dtype=np.int64)
-        rows = m + (1 if self.target is not None else 0)
-        device = self.named[0][1].device
-        self.matrix = torch.zeros(rows, self.num_probed, dtype=torch.float32, device=device)
+        self.rows = m + (1 if self.target is not None else 0)
+        matrix = self._buffer()
         log.info(
             "gradient probe: %d x %d fp32 matrix (%.1f MiB) over %d of %d parameters",
-            rows,
+            self.rows,
             self.num_probed,
-            self.matrix.numel() * 4 / 2**20,
+            matrix.numel() * 4 / 2**20,
             self.num_probed,
             self.num_params,
         )
+
+    def _buffer(self) -> torch.Tensor:
+        """The ``[rows, P]`` fp32 matrix on the parameters' device, allocated once.
+
+        Reallocated only when the model moved after :meth:`setup` (Lightning moves it to the
+        accelerator after the callbacks' ``setup``) or after :meth:`teardown`.
+        """
+        device = self.named[0][1].device
+        if self.matrix is None or self.matrix.device != device:
+            self.matrix = None  # free the old buffer before allocating the new one
+            self.matrix = torch.zeros(
+                self.rows, self.num_probed, dtype=torch.float32, device=device
+            )
+        return self.matrix
 
     # ------------------------------------------------------------------ probing
     def draw(self, probe: int) -> list[np.ndarray]:
@@ -251,22 +265,20 @@ class GradientProbe(SignalService):
         Returns:
             The ``[rows, P]`` matrix.
         """
-        assert self.matrix is not None, "GradientProbe.setup was not called"
-        device = self.named[0][1].device
-        if self.matrix.device != device:  # the model moved after setup (GPU runs)
-            self.matrix = self.matrix.to(device)
+        matrix = self._buffer()
+        device = matrix.device
         batches = self.draw(self.probes)
         plugin = getattr(getattr(self, "_trainer", None), "precision_plugin", None)
         context = plugin.forward_context() if plugin is not None else nullcontext()
         with _probing(pl_module), context:
             for row, idx in enumerate(batches):
                 if idx.size == 0:
-                    self.matrix[row].zero_()
+                    matrix[row].zero_()
                     continue
                 split = self.train_split if row < len(self.domain_index) else self.target_split
-                self._grad_row(pl_module, self._batch(split, idx, device), self.matrix[row])
+                self._grad_row(pl_module, self._batch(split, idx, device), matrix[row])
         self.probes += 1
-        return self.matrix
+        return matrix
 
     def collect(
         self, trainer: L.Trainer, pl_module: L.LightningModule, reduce_fn: ReduceFn
@@ -274,7 +286,10 @@ class GradientProbe(SignalService):
         """Probe the current model; average the matrix over ranks."""
         matrix = self.probe(pl_module)
         if reduce_fn is not None and self.world_size > 1:
-            matrix.copy_(reduce_fn(matrix.clone())).div_(self.world_size)
+            # Row by row: a reduction may need a copy of its input, and one row of |θ| fits
+            # where a second (m+1) x |θ| matrix may not.
+            for row in matrix:
+                row.copy_(reduce_fn(row.clone())).div_(self.world_size)
         m = len(self.domain_index)
         out: dict[str, Any] = {
             "domain_grads": matrix[:m],
