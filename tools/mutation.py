@@ -72,7 +72,16 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_odm_strategy.py",
             "tests/unit/test_unimax_strategy.py",
             "tests/unit/test_rnb_unsampled.py",
+            "tests/unit/test_doge_dga.py",
+            "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
             _PINNED,
+        ),
+    ),
+    "gradient_probe": Module(
+        ("src/rnb/balance/services/gradient_probe.py",),
+        (
+            "tests/unit/test_gradient_probe.py",
+            "tests/integration/test_grad_strategies.py",
         ),
     ),
     "callback": Module(

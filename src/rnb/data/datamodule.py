@@ -22,7 +22,7 @@ from rnb.data.sources import (
     load_records,
     split_records,
 )
-from rnb.data.tokenize import encode_examples, load_tokenizer
+from rnb.data.tokenize import TokenizedSplit, encode_examples, load_tokenizer
 
 if TYPE_CHECKING:
     from rnb.regroup.pipeline import Regroup
@@ -302,6 +302,27 @@ class RnBDataModule(L.LightningDataModule):
         )
         self._ready = True
         self._attach_rank()
+
+    def encode_file(self, path: str, key: str) -> TokenizedSplit:
+        """Records of another file tokenised like the training data (after :meth:`setup`).
+
+        Same fields (``data.text_fields``/``data.target_field``), ``data.on_missing``,
+        tokenizer and ``data.max_length``; no domain field is read (domain ids are ``-1``).
+        Used for the gradient probe's target set (``balance.probe.target_path``).
+
+        Args:
+            path: the file (any format :func:`rnb.data.sources.load_records` reads).
+            key: the config key holding ``path``, for error messages.
+
+        Raises:
+            FileNotFoundError, ValueError: as :func:`load_records` / ``check_records``.
+        """
+        records = load_records(path, key, self.split, self.encoding, self.encoding_errors)
+        roles = field_roles(self.text_fields, self.target_field)
+        records = check_records(records, roles, self.on_missing, f"{key}='{path}'")
+        sources, targets = self._model_io(records)
+        domain = np.full(len(records), -1, dtype=np.int64)
+        return encode_examples(self.tokenizer, sources, targets, domain, self.max_length)
 
     def _attach_rank(self) -> None:
         trainer = getattr(self, "trainer", None)
