@@ -68,8 +68,13 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
             "tests/unit/test_static_strategy_edges.py",
+            "tests/unit/test_doremi_strategy.py",
             _PINNED,
         ),
+    ),
+    "services": Module(
+        ("src/rnb/balance/services/evaluator.py", "src/rnb/balance/services/reference.py"),
+        ("tests/unit/test_probe_evaluator.py", "tests/unit/test_reference_service.py"),
     ),
     "callback": Module(
         ("src/rnb/balance/callback.py",),
