@@ -78,6 +78,8 @@ def test_excess_loss_equals_brute_force(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["mean"].numpy(), want["excess"] / want["tokens"], rtol=1e-5)
     assert (out["clipped"] >= out["mean"]).all() and (out["clipped"] > out["mean"]).any()
     assert out["vocab_size"] == 50
+    svc.teardown()
+    assert svc.ref is None and not model.keep_token_losses
     n_ref = sum(p.numel() for p in ref.parameters())
     assert meter.extra_flops == pytest.approx(2.0 * n_ref * 8 * 12)  # one forward per row
 

@@ -141,6 +141,7 @@ class ReferenceModel(SignalService):
         self.ref = ref
         self.n_ref = int(sum(p.numel() for p in ref.parameters()))
         self.sha256 = sha256_path(self.ckpt_path)
+        self._module = pl_module
         pl_module.keep_token_losses = True  # the model's forward hands its token losses over
         self._zero(torch.device("cpu"))
         log.info("DoReMi reference: %s (%d parameters)", self.ckpt_path, self.n_ref)
@@ -233,7 +234,11 @@ class ReferenceModel(SignalService):
             v.zero_()
 
     def teardown(self) -> None:
+        """Free the reference; the model stops returning per-token losses."""
         self.ref = None
+        module = getattr(self, "_module", None)
+        if module is not None:
+            module.keep_token_losses = False
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
+from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats, uniform
 
 __all__ = ["DoReMi"]
 
@@ -125,7 +125,7 @@ class DoReMi(MixingStrategy):
         self.scores: np.ndarray | None = None
 
     # ------------------------------------------------------------------ mixture
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: MixtureContext) -> None:
         super().setup(ctx)
         self._proxy = self._proxy_weights()
 
