@@ -74,6 +74,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_unsampled.py",
             "tests/unit/test_doge_dga.py",
             "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
+            "tests/unit/test_doremi_strategy.py",
             _PINNED,
         ),
     ),
@@ -83,6 +84,10 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_gradient_probe.py",
             "tests/integration/test_grad_strategies.py",
         ),
+    ),
+    "services": Module(
+        ("src/rnb/balance/services/evaluator.py", "src/rnb/balance/services/reference.py"),
+        ("tests/unit/test_probe_evaluator.py", "tests/unit/test_reference_service.py"),
     ),
     "callback": Module(
         ("src/rnb/balance/callback.py",),

@@ -17,6 +17,11 @@ README command means teaching this file how to run it). What is added to a comma
 * ``python tools/mutation.py``: dry-run with ``--list`` (options and module names checked).
 * ``jupyter lab``: the front end must be installed (``--version``); the notebook itself is
   executed by ``test_notebook.py``.
+* Pipelines: an ``rnb-train`` command that reads another README command's run dir
+  (``strategy.reference=outputs/…`` or ``strategy.from_summary=outputs/…/summary.json``, e.g.
+  DoReMi's three stages) runs the command writing it (its ``hydra.run.dir``) first when that
+  output is missing. Pipeline commands are ``slow`` here: ``test_doremi_run.py`` runs them
+  verbatim in-process by default and checks what each stage hands to the next.
 """
 
 from __future__ import annotations
@@ -176,6 +181,50 @@ def run_rnb(cmd: Command, request: pytest.FixtureRequest) -> None:
     _run_app(cmd, request, [])
 
 
+#: Keys whose value may name another README command's run dir (a pipeline input).
+PIPELINE_KEYS = ("strategy.reference", "strategy.from_summary")
+
+
+def _reads(cmd: Command) -> list[str]:
+    """Run-dir paths under ``outputs/`` this command reads (placeholders excluded)."""
+    return [
+        o.split("=", 1)[1]
+        for o in cmd.overrides
+        if _key(o) in PIPELINE_KEYS
+        and o.split("=", 1)[1].startswith("outputs/")
+        and not PLACEHOLDER.search(o)
+    ]
+
+
+def _run_dir(cmd: Command) -> str | None:
+    return next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "hydra.run.dir"), None)
+
+
+def _producer(path: str) -> Command:
+    """The README command whose ``hydra.run.dir`` holds ``path``."""
+    for c in COMMANDS:
+        d = _run_dir(c)
+        if d and (path == d or path.startswith(d.rstrip("/") + "/")):
+            return c
+    pytest.fail(f"README: no command writes {path!r} (no hydra.run.dir containing it)")
+
+
+def _in_pipeline(cmd: Command) -> bool:
+    d = _run_dir(cmd)
+    read = {p for c in COMMANDS for p in _reads(c)}
+    writes = d is not None and any(p == d or p.startswith(d.rstrip("/") + "/") for p in read)
+    return bool(_reads(cmd)) or writes
+
+
+def run_rnb_pipeline(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """Run the commands writing this command's inputs first (when missing), then it."""
+    workdir: Path = request.getfixturevalue("workdir")
+    for path in _reads(cmd):
+        if not (workdir / path).exists():
+            run_rnb_pipeline(_producer(path), request)
+    _run_app(cmd, request, [])
+
+
 def run_rnb_tfidf(cmd: Command, request: pytest.FixtureRequest) -> None:
     _run_app(cmd, request, ["regroup/embedder=tfidf", "regroup.embedder.progress=false"])
 
@@ -255,6 +304,8 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
     if prog in ("rnb-train", "rnb-regroup"):
         app = "train" if prog == "rnb-train" else "regroup"
         heavy = "trainer=ddp_cpu" in cmd.overrides or ("-m" in cmd.argv and _n_jobs(cmd) > 4)
+        if prog == "rnb-train" and _in_pipeline(cmd):
+            return [("pipeline", run_rnb_pipeline, True)]
         if _uses_minilm(cmd, app):
             return [("tfidf", run_rnb_tfidf, heavy), ("verbatim", run_rnb, True)]
         return [("verbatim", run_rnb, heavy)]

@@ -39,8 +39,10 @@ class Static(MixingStrategy):
             ``{domain name: weight}``; normalised to sum 1.
         from_summary: path of a previous run's ``summary.json``; its weights are used
             when ``weights`` is unset.
-        average: with ``from_summary``, use the trajectory's time-average (as DoReMi
-            and DoGE prescribe) instead of the final weights.
+        average: with ``from_summary``, use the run's time-averaged weights ``ᾱ``
+            (``average_weights`` in its summary; the plain trajectory mean for summaries
+            written before it existed), as DoReMi and DoGE prescribe, instead of the final
+            weights.
         fill: what to do when name-keyed weights miss some of this run's domains or
             name others: ``error`` | ``zero`` | ``uniform`` (see the module docstring).
         check_fingerprint: with ``from_summary``, refuse weights whose domains were
@@ -80,6 +82,7 @@ class Static(MixingStrategy):
         self.check_fingerprint = check_fingerprint
         #: How the weights were matched to this run's domains (filled in initial_weights).
         self.transfer: dict[str, Any] = {}
+        self._averaged = ""
 
     # ------------------------------------------------------------------ sources
     def _resolve(self) -> tuple[list[str] | None, np.ndarray, str | None]:
@@ -105,11 +108,16 @@ class Static(MixingStrategy):
         if not traj:
             raise ValueError(f"strategy.from_summary='{path}' has an empty weights_trajectory")
         w = np.asarray([t["weights"] for t in traj], dtype=np.float64)
-        return (
-            list(summary["domains"]),
-            (w.mean(axis=0) if self.average else w[-1]),
-            _source_fp(summary),
-        )
+        if not self.average:
+            chosen = w[-1]
+        elif summary.get("average_weights") is not None:
+            # The step-weighted ᾱ the run recorded (rounds weigh by their length).
+            chosen = np.asarray(summary["average_weights"], dtype=np.float64)
+            self._averaged = "average_weights"
+        else:  # a summary written before average_weights existed: mean over the trajectory
+            chosen = w.mean(axis=0)
+            self._averaged = "trajectory mean (the summary has no average_weights)"
+        return list(summary["domains"]), chosen, _source_fp(summary)
 
     def _fingerprint_problem(self, source_fp: str | None) -> str | None:
         mine = self.ctx.domain_fingerprint
@@ -139,6 +147,8 @@ class Static(MixingStrategy):
         # sum_given: of the weights as given; sum_matched: over this run's domains after
         # `fill`, the total that is renormalised to 1.
         self.transfer = {"source": where, "fill": self.fill, "sum_given": float(np.sum(w))}
+        if self.average and self.from_summary is not None:
+            self.transfer["average"] = self._averaged
         m = self.ctx.num_domains
         problems = [] if self.weights is not None else [self._fingerprint_problem(source_fp)]
         if names is not None:

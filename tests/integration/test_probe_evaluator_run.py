@@ -1,0 +1,50 @@
+"""``ProbeEvaluator`` inside a real run: with the whole eval split as the probe, each round's
+``eval_loss`` equals the run's own validation losses per domain at that step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rnb.balance.strategies.base import MixingStrategy, RoundStats
+from rnb.config import compose
+from rnb.train import train
+from tests.conftest import TINY
+
+
+class EvalLossRecorder(MixingStrategy):
+    """Keeps the mixture; records what the probe evaluator hands over each round."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"eval_loss"})
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
+        extra = stats.extra
+        EvalLossRecorder.seen.append(
+            {"step": stats.step, "loss": extra["eval_loss"].numpy(), "n": extra["eval_counts"]}
+        )
+        return weights
+
+
+def test_probe_losses_equal_validation_losses(tmp_path: Path) -> None:
+    EvalLossRecorder.seen.clear()
+    over = [
+        *TINY,
+        "initial_eval=false",
+        "logger=none",
+        f"strategy._target_={__name__}.EvalLossRecorder",
+        "balance.steps_per_round=6",  # rounds end where validation runs (steps 6 and 12)
+        "balance.probe.eval_size=0",  # the whole eval split
+        f"output_dir={tmp_path}",
+    ]
+    s = train(compose("train", over))
+    assert [r["step"] for r in EvalLossRecorder.seen] == [6, 12]
+    last = EvalLossRecorder.seen[-1]
+    assert int(last["n"].sum()) == 160  # data.synthetic.n_eval: every eval example, once
+    val = s["eval_loss_per_domain"]  # validation at step 12 (same weights, same examples)
+    np.testing.assert_allclose(last["loss"], [val[d] for d in s["domains"]], rtol=1e-5)
+    first = EvalLossRecorder.seen[0]["loss"]
+    assert np.abs(first - last["loss"]).min() > 1e-4  # measured on the current model
+    assert s["overhead"]["flops_pct"] > 0  # the probe's forward passes are metered

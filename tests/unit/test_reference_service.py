@@ -1,0 +1,184 @@
+"""``ReferenceModel``: per-token excess loss vs brute force; loading and refusing references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnb.accounting import OverheadMeter
+from rnb.balance.services.base import build_services
+from rnb.balance.services.reference import ReferenceModel
+from rnb.balance.strategies.doremi import DoReMi
+from rnb.models.lm import per_token_loss
+from rnb.run.fingerprint import tokenizer_digest
+from tests.service_stubs import Tokenizer, batch, datamodule, split, tiny_model, trainer
+
+TRAIN_DOMAINS = [0, 1, 0, 2, 1, 0, 0, 1]  # domain 2 has one example
+
+
+def _save_ckpt(path: Path, model, tokenizer: Tokenizer | None = None) -> Path:
+    """A checkpoint shaped like Lightning's: hparams, state_dict, RunRecord fingerprint."""
+    state = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
+    if tokenizer is not None:
+        state["callbacks"] = {
+            "RunRecord": {"fingerprint": {"tokenizer": tokenizer_digest(tokenizer)}}
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def _service(ref_path: Path | str, model, dm, meter=None) -> ReferenceModel:
+    svc = ReferenceModel.from_config({}, DoReMi(reference=str(ref_path)))
+    svc.setup(trainer(), model, dm, meter or OverheadMeter())
+    return svc
+
+
+def _step(svc: ReferenceModel, model, b: dict) -> None:
+    """What the callback hands the service after a training step: the model's outputs."""
+    tok, valid = model.token_losses(b)
+    out = {"token_loss": tok.detach(), "token_valid": valid, "domain": b["domain"]}
+    svc.on_train_batch_end(trainer(), model, b, out)
+
+
+def brute_force(model, ref, rows, idx) -> dict[str, np.ndarray]:
+    sums = {k: np.zeros(3) for k in ("clipped", "excess", "tokens")}
+    for i in idx:
+        b = batch(rows, [i])
+        with torch.no_grad():
+            lm, valid = per_token_loss(model(b["input_ids"], b["attention_mask"]), b["labels"])
+            lr, _ = per_token_loss(ref(b["input_ids"], b["attention_mask"]), b["labels"])
+        d = int(b["domain"][0])
+        for t in range(valid.shape[1]):
+            if valid[0, t]:
+                e = float(lm[0, t]) - float(lr[0, t])
+                sums["clipped"][d] += max(e, 0.0)
+                sums["excess"][d] += e
+                sums["tokens"][d] += 1
+    return sums
+
+
+def test_excess_loss_equals_brute_force(tmp_path: Path) -> None:
+    model, ref = tiny_model(seed=0), tiny_model(seed=1)
+    dm = datamodule([0, 1, 2])
+    meter = OverheadMeter()
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", ref, dm.tokenizer), model, dm, meter)
+    assert model.keep_token_losses  # the model hands its training-forward token losses over
+    rows = split(TRAIN_DOMAINS, seed=5)
+    for idx in ([0, 1, 2, 3], [4, 5, 6, 7]):  # two steps of one round
+        _step(svc, model, batch(rows, idx))
+    out = svc.collect(trainer(), model, None)["excess_loss"]
+    want = brute_force(model, ref.eval(), rows, range(8))
+    np.testing.assert_allclose(out["tokens"].numpy(), want["tokens"])
+    np.testing.assert_allclose(out["clipped"].numpy(), want["clipped"] / want["tokens"], rtol=1e-5)
+    np.testing.assert_allclose(out["mean"].numpy(), want["excess"] / want["tokens"], rtol=1e-5)
+    assert (out["clipped"] >= out["mean"]).all() and (out["clipped"] > out["mean"]).any()
+    assert out["vocab_size"] == 50
+    svc.teardown()
+    assert svc.ref is None and not model.keep_token_losses
+    n_ref = sum(p.numel() for p in ref.parameters())
+    assert meter.extra_flops == pytest.approx(2.0 * n_ref * 8 * 12)  # one forward per row
+
+
+def test_reset_and_absent_domain(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1)), model, dm)
+    rows = split(TRAIN_DOMAINS, seed=5)
+    _step(svc, model, batch(rows, [0, 1]))
+    svc.reset()
+    _step(svc, model, batch(rows, [0, 2]))  # domain 0 only
+    out = svc.collect(trainer(), model, None)["excess_loss"]
+    assert out["tokens"][0] > 0 and out["tokens"][1:].tolist() == [0.0, 0.0]
+    assert torch.isnan(out["clipped"][1:]).all() and torch.isnan(out["mean"][1:]).all()
+
+
+def test_reference_is_frozen_and_grads_untouched(tmp_path: Path) -> None:
+    model, ref = tiny_model(seed=0), tiny_model(seed=1)
+    dm = datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", ref), model, dm)
+    assert svc.ref is not None and not svc.ref.training
+    assert not any(p.requires_grad for p in svc.ref.parameters())
+    for a, b in zip(svc.ref.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # the checkpoint's weights, loaded exactly
+    _step(svc, model, batch(split(TRAIN_DOMAINS), [0, 1]))
+    assert all(p.grad is None for p in svc.ref.parameters())
+    assert not any(svc.ref is m for m in model.modules())  # not part of the trained model
+
+
+def test_state_round_trip_and_changed_reference(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    svc = _service(path, model, dm)
+    _step(svc, model, batch(split(TRAIN_DOMAINS), [0, 1, 3]))
+    state = svc.state_dict()
+    other = _service(path, model, dm)
+    other.load_state_dict(state)
+    a = svc.collect(trainer(), model, None)["excess_loss"]
+    b = other.collect(trainer(), model, None)["excess_loss"]
+    torch.testing.assert_close(a["clipped"], b["clipped"], equal_nan=True)
+    _save_ckpt(path, tiny_model(seed=2))  # the reference was retrained in place
+    with pytest.raises(ValueError, match=r"strategy.reference=.*changed"):
+        _service(path, model, dm).load_state_dict(state)
+
+
+def test_vocabulary_mismatch_names_the_key(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1, vocab=60))
+    with pytest.raises(ValueError, match=r"strategy.reference=.*60 tokens, this run's 50"):
+        _service(path, model, dm)
+
+
+def test_tokenizer_mismatch_names_the_key(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1), Tokenizer(salt="x"))
+    with pytest.raises(ValueError, match=r"strategy.reference=.*tokenizer differs"):
+        _service(path, model, dm)
+
+
+def test_short_context_reference_is_refused(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1, positions=8))
+    with pytest.raises(ValueError, match=r"strategy.reference=.*8 positions.*data.max_length"):
+        _service(path, model, dm)
+
+
+def _run_dir(root: Path, status: str | None, ckpt: bool = True) -> Path:
+    root.mkdir(parents=True)
+    if status is not None:
+        summary = {"status": status, "failure": {"step": 7, "reason": "boom"}}
+        (root / "summary.json").write_text(json.dumps(summary))
+    if ckpt:
+        _save_ckpt(root / "checkpoints" / "last.ckpt", tiny_model(seed=1))
+    return root
+
+
+def test_run_dir_resolution(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    done = _run_dir(tmp_path / "done", "completed")
+    svc = _service(done, model, dm)
+    assert svc.ckpt_path == done / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"strategy.reference=.*failed at step 7 \(boom\)"):
+        _service(_run_dir(tmp_path / "failed", "failed"), model, dm)
+    with pytest.raises(ValueError, match=r"strategy.reference=.*no summary.json"):
+        _service(_run_dir(tmp_path / "running", None), model, dm)
+    with pytest.raises(FileNotFoundError, match=r"strategy.reference=.*last.ckpt"):
+        _service(_run_dir(tmp_path / "nockpt", "completed", ckpt=False), model, dm)
+    with pytest.raises(FileNotFoundError, match=r"strategy.reference=.*does not exist"):
+        _service(tmp_path / "nowhere", model, dm)
+
+
+def test_missing_reference_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"strategy.reference is not set"):
+        build_services(DoReMi().needs, {}, DoReMi())
+
+
+def test_model_without_token_losses_is_a_clear_error(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1)), model, dm)
+    b = batch(split(TRAIN_DOMAINS), [0, 1])
+    with pytest.raises(ValueError, match="token_loss"):
+        svc.on_train_batch_end(trainer(), model, b, {"loss": torch.tensor(1.0)})
