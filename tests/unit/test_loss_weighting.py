@@ -57,3 +57,27 @@ def test_mixin_plain_mean_by_default_and_validates() -> None:
         mod.set_domain_loss_weights(np.array([0.5, -0.1]))
     with pytest.raises(ValueError, match="finite and >= 0"):
         mod.set_domain_loss_weights(np.array([np.nan, 1.0]))
+
+
+def test_ranks_share_the_global_normaliser() -> None:
+    """Two ranks' gradients, averaged as DDP does, equal the one-process gradient."""
+    torch.manual_seed(1)
+    theta = torch.randn(3, requires_grad=True)
+    x = torch.randn(8, 3)
+    dom = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2])  # rank 0 has no domain 2, rank 1 one domain 0
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    domain_weighted_mean((x @ theta) ** 2, dom, w).backward()
+    single = theta.grad.clone()
+    all_counts = torch.zeros(3, dtype=torch.float32).index_add(0, dom, torch.ones(8))
+    grads = []
+    for part in (slice(0, 4), slice(4, 8)):
+        t = theta.detach().clone().requires_grad_(True)
+        domain_weighted_mean(
+            (x[part] @ t) ** 2,
+            dom[part],
+            w,
+            sum_over_ranks=lambda c: all_counts.clone(),
+            world_size=2,
+        ).backward()
+        grads.append(t.grad)
+    torch.testing.assert_close((grads[0] + grads[1]) / 2, single)

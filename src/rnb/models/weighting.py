@@ -11,23 +11,37 @@ mean loss in the batch. A LightningModule gets this by inheriting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 __all__ = ["DomainLossWeighting", "domain_weighted_mean"]
 
 
 def domain_weighted_mean(
-    example_loss: torch.Tensor, domain: torch.Tensor, weights: torch.Tensor
+    example_loss: torch.Tensor,
+    domain: torch.Tensor,
+    weights: torch.Tensor,
+    sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world_size: int = 1,
 ) -> torch.Tensor:
     """``Σ_i α_i ℓ̄_i / Σ_{i∈B} α_i`` over the domains ``i`` present in the batch.
 
+    Under DDP the batch ``B`` is the *global* batch: the per-domain counts are summed over
+    ranks (``sum_over_ranks``) and each rank returns ``world_size ×`` its share, so the
+    gradient DDP averages over ranks is that of the global objective (the DoReMi reference
+    code likewise reduces its normaliser across GPUs). Per-rank means would weigh a rank's
+    few examples of a domain like another rank's many.
+
     Args:
-        example_loss: ``[B]`` per-example (token-mean) losses.
+        example_loss: ``[B]`` per-example (token-mean) losses (this rank's).
         domain: ``[B]`` domain ids in ``[0, m)``.
         weights: ``[m]`` non-negative multipliers ``α``.
+        sum_over_ranks: sums a tensor over ranks (``None``: one process).
+        world_size: number of ranks (with ``sum_over_ranks``).
 
     Returns:
         A scalar. Renormalising over the present domains keeps the loss on the scale of an
@@ -43,13 +57,17 @@ def domain_weighted_mean(
     counts = torch.zeros(m, dtype=loss.dtype, device=loss.device).index_add(
         0, d, torch.ones_like(loss)
     )
+    scale = 1.0
+    if sum_over_ranks is not None:
+        counts = sum_over_ranks(counts.detach().clone())
+        scale = float(world_size)
     present = counts > 0
     w = weights.to(loss.device, loss.dtype) * present
     means = sums / counts.clamp_min(1)
     total = w.sum()
     if float(total) <= 0:
         return loss.mean() * 0.0
-    return (w * means).sum() / total
+    return scale * (w * means).sum() / total
 
 
 class DomainLossWeighting:
@@ -80,4 +98,16 @@ class DomainLossWeighting:
         """The training loss: plain mean, or :func:`domain_weighted_mean` when weights are set."""
         if self._domain_loss_weights is None:
             return example_loss.mean()
-        return domain_weighted_mean(example_loss, domain, self._domain_loss_weights)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return domain_weighted_mean(
+            example_loss,
+            domain,
+            self._domain_loss_weights,
+            sum_over_ranks=_all_reduce_sum if world > 1 else None,
+            world_size=world,
+        )
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
