@@ -112,9 +112,9 @@ def test_skillit_resume_after_graph_estimation_is_exact(
 
 
 # --------------------------------------------------------------------- planted skills graph
-OBJ1 = "apple lemon grape melon cherry banana plum peach".split()
-OBJ2 = "car boat truck bike train plane tram bus".split()
-COLOURS = "red yellow green blue black white pink brown".split()
+OBJ1 = ["apple", "lemon", "grape", "melon", "cherry", "banana", "plum", "peach"]
+OBJ2 = ["car", "boat", "truck", "bike", "train", "plane", "tram", "bus"]
+COLOURS = ["red", "yellow", "green", "blue", "black", "white", "pink", "brown"]
 
 
 def _planted_rows(n: int, seed: int) -> list[dict]:

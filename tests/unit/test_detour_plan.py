@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ SIZES = [50, 120, 7, 300]
 
 def _domains() -> list[np.ndarray]:
     bounds = np.cumsum([0, *SIZES])
-    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _domain_of(idx: np.ndarray) -> np.ndarray:
