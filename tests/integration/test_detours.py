@@ -111,6 +111,43 @@ def test_skillit_resume_after_graph_estimation_is_exact(
     np.testing.assert_allclose(A, full["strategy"]["skills_graph"])
 
 
+def test_aioli_learnparams_are_training_steps_and_only_evaluations_cost(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    over = [
+        *tiny_overrides,
+        "strategy=aioli",
+        "strategy.lp_rounds=1",
+        "strategy.lp_steps=1",
+        "strategy.one_hot_factor=0.75",
+        "balance.steps_per_round=8",
+        "trainer.max_steps=16",
+        "initial_eval=false",
+        "logger=none",
+        f"output_dir={tmp_path}",
+    ]
+    summary = train(compose("train", over))
+    m = len(summary["domains"])
+    # two complete LearnParams (start, step 8) of m one-step sweeps; the plan made at step 16
+    # is queued but the run ends first. One evaluation before and one after each sweep step.
+    assert summary["detours"] == {
+        "evaluations": 2 * (m + 1),
+        "sandboxed_steps": 0,
+        "inline_steps": 2 * m,
+    }
+    assert [t["step"] for t in summary["weights_trajectory"]] == [0, m + 1, 8, 8 + m + 1, 16]
+    traj = _traj(summary)
+    assert np.abs(traj[1] - traj[0]).max() > 1e-3
+    np.testing.assert_array_equal(traj[1], traj[2])  # update() keeps the LearnParams mixture
+    # in-line steps are training steps: the only extra FLOPs are the probe evaluations
+    n, length, probe = summary["num_parameters"], 48, 160
+    assert summary["overhead"]["extra_flops"] == pytest.approx(
+        2 * n * summary["detours"]["evaluations"] * probe * length, rel=1e-12
+    )
+    assert summary["strategy"]["last_A"] is not None
+    assert sum(summary["examples_per_domain"].values()) == 16 * 8
+
+
 # --------------------------------------------------------------------- planted skills graph
 OBJ1 = ["apple", "lemon", "grape", "melon", "cherry", "banana", "plum", "peach"]
 OBJ2 = ["car", "boat", "truck", "bike", "train", "plane", "tram", "bus"]
