@@ -38,3 +38,26 @@ def test_skillit_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> Non
     assert ddp["detours"] == single["detours"]
     # FLOPs of all ranks: the same analytic overhead as one process
     assert ddp["overhead"]["extra_flops"] == pytest.approx(single["overhead"]["extra_flops"])
+
+
+def test_aioli_ddp_inline_detours_match_single_process(tmp_path: Path) -> None:
+    base = [o for o in TINY if not o.startswith("data.batch_size")]
+    common = [
+        *base,
+        "strategy=aioli",
+        "strategy.lp_rounds=1",
+        "strategy.lp_steps=1",
+        "balance.steps_per_round=8",
+        "trainer.max_steps=10",
+        "initial_eval=false",
+        "logger=none",
+    ]
+    ddp = _rnb_train(tmp_path / "ddp", [*common, "trainer=ddp_cpu", "data.batch_size=4"])
+    single = _rnb_train(tmp_path / "single", [*common, "data.batch_size=8"])
+    assert ddp["rank_weight_spread"] == 0.0
+    assert ddp["rank_checks"] == ddp["rounds"] + 1  # + the start LearnParams mixture (step 7)
+    assert ddp["detours"] == single["detours"]
+    assert ddp["examples_per_domain"] == single["examples_per_domain"]  # same detour batches
+    for a, b in zip(ddp["weights_trajectory"], single["weights_trajectory"], strict=True):
+        assert a["step"] == b["step"]
+        np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-5)
