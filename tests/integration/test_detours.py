@@ -49,27 +49,26 @@ def test_inline_detours_resume_inside_a_detour_exactly(
     over = [
         *tiny_overrides,
         INLINE,
-        "trainer.max_steps=16",
-        "balance.steps_per_round=8",
-        "checkpoint.every_n_train_steps=3",
+        "balance.steps_per_round=6",
+        "checkpoint.every_n_train_steps=4",
         "initial_eval=false",
         "logger=none",
     ]
     full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    # start: 2 + 2 in-line steps; round 1 (step 8): 2 + 2 more; the boundary at 16 ends the run
+    # start: 2 + 2 in-line steps; round 1 (step 6): 2 + 2 more; the boundary at 12 ends the run
     assert full["detours"]["inline_steps"] == 8
     assert full["detours"]["sandboxed_steps"] == 0
     steps = [t["step"] for t in full["weights_trajectory"]]
     # the mixture changes after each plan's last detour; the loader has one batch in flight
-    # when a plan is made, so its detours run on batches 1-4 and 9-12 (new p at steps 5, 13)
-    assert steps == [0, 5, 8, 13, 16], steps
+    # when a plan is made, so its detours run on batches 1-4 and 7-10 (new p at steps 5, 11)
+    assert steps == [0, 5, 6, 11, 12], steps
     traj = _traj(full)
     assert np.abs(traj[1] - traj[0]).max() > 1e-3  # the drops moved the mixture
     part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):  # last checkpoint at step 9: inside round 1's first detour
-        train(compose("train", part), callbacks=[CrashAt(10)])
+    with pytest.raises(Crash):  # last checkpoint at step 8: inside round 1's first detour
+        train(compose("train", part), callbacks=[CrashAt(9)])
     resumed = train(compose("train", [*part, "resume=auto"]))
-    assert resumed["resumes"], "the run must have resumed from a checkpoint"
+    assert [r["step"] for r in resumed["resumes"]] == [8]  # resumed inside the detour
     np.testing.assert_array_equal(_traj(resumed), traj)
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-6)
     assert resumed["examples_per_domain"] == full["examples_per_domain"]
@@ -102,6 +101,7 @@ def test_skillit_resume_after_graph_estimation_is_exact(
     with pytest.raises(Crash):
         train(compose("train", part), callbacks=[CrashAt(7)])  # checkpoint at step 6
     resumed = train(compose("train", [*part, "resume=auto"]))
+    assert [r["step"] for r in resumed["resumes"]] == [6]
     np.testing.assert_array_equal(_traj(resumed), _traj(full))
     assert resumed["strategy"]["skills_graph"] == full["strategy"]["skills_graph"]
     assert resumed["detours"] == full["detours"]  # the graph runs were not repeated
@@ -157,32 +157,30 @@ COLOURS = ["red", "yellow", "green", "blue", "black", "white", "pink", "brown"]
 def _planted_rows(n: int, seed: int) -> list[dict]:
     """Domains a and b share the response template; c (sums) and d (upper case) share nothing."""
     r = random.Random(seed)
+
+    def colour(prompt: str, objects: list[str]) -> tuple[str, str]:
+        o = r.choice(objects)
+        return prompt.format(o), f"the colour of {o} is {r.choice(COLOURS)}"
+
+    def total() -> tuple[str, str]:
+        x, y = r.randrange(100), r.randrange(100)
+        return f"sum {x} {y}", f"= {x + y} ;"
+
+    def upper() -> tuple[str, str]:
+        w = "".join(r.choice("qwxzjkv") for _ in range(5))
+        return f"upper {w}", w.upper()
+
+    make = {
+        "a": lambda: colour("colour of {}?", OBJ1),
+        "b": lambda: colour("name the colour: {}", OBJ2),
+        "c": total,
+        "d": upper,
+    }
     rows = []
     for i in range(n):
-        if i % 4 == 0:
-            o = r.choice(OBJ1)
-            rows.append(
-                {
-                    "prompt": f"colour of {o}?",
-                    "response": f"the colour of {o} is {r.choice(COLOURS)}",
-                    "source": "a",
-                }
-            )
-        elif i % 4 == 1:
-            o = r.choice(OBJ2)
-            rows.append(
-                {
-                    "prompt": f"name the colour: {o}",
-                    "response": f"the colour of {o} is {r.choice(COLOURS)}",
-                    "source": "b",
-                }
-            )
-        elif i % 4 == 2:
-            x, y = r.randrange(100), r.randrange(100)
-            rows.append({"prompt": f"sum {x} {y}", "response": f"= {x + y} ;", "source": "c"})
-        else:
-            w = "".join(r.choice("qwxzjkv") for _ in range(5))
-            rows.append({"prompt": f"upper {w}", "response": w.upper(), "source": "d"})
+        source = "abcd"[i % 4]
+        prompt, response = make[source]()
+        rows.append({"prompt": prompt, "response": response, "source": source})
     return rows
 
 

@@ -14,18 +14,19 @@ from tests.integration.test_ddp import _rnb_train
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 
-def test_skillit_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> None:
+def _ddp_and_single(tmp_path: Path, overrides: list[str]) -> tuple[dict, dict]:
+    """Summaries of 2 gloo ranks x batch 4 and of one process x batch 8 (same global batch)."""
     base = [o for o in TINY if not o.startswith("data.batch_size")]
-    common = [
-        *base,
-        "strategy=skillit",
-        "strategy.graph_steps=3",
-        "trainer.max_steps=8",
-        "initial_eval=false",
-        "logger=none",
-    ]
+    common = [*base, *overrides, "initial_eval=false", "logger=none"]
     ddp = _rnb_train(tmp_path / "ddp", [*common, "trainer=ddp_cpu", "data.batch_size=4"])
     single = _rnb_train(tmp_path / "single", [*common, "data.batch_size=8"])
+    return ddp, single
+
+
+def test_skillit_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> None:
+    ddp, single = _ddp_and_single(
+        tmp_path, ["strategy=skillit", "strategy.graph_steps=3", "trainer.max_steps=8"]
+    )
     assert ddp["rank_weight_spread"] == 0.0
     assert ddp["rank_checks"] == ddp["rounds"] + 1  # + p_0 after the graph runs
     # the sandboxed graph runs average gradients over ranks: the single-process graph
@@ -41,19 +42,16 @@ def test_skillit_ddp_ranks_agree_and_match_single_process(tmp_path: Path) -> Non
 
 
 def test_aioli_ddp_inline_detours_match_single_process(tmp_path: Path) -> None:
-    base = [o for o in TINY if not o.startswith("data.batch_size")]
-    common = [
-        *base,
-        "strategy=aioli",
-        "strategy.lp_rounds=1",
-        "strategy.lp_steps=1",
-        "balance.steps_per_round=8",
-        "trainer.max_steps=10",
-        "initial_eval=false",
-        "logger=none",
-    ]
-    ddp = _rnb_train(tmp_path / "ddp", [*common, "trainer=ddp_cpu", "data.batch_size=4"])
-    single = _rnb_train(tmp_path / "single", [*common, "data.batch_size=8"])
+    ddp, single = _ddp_and_single(
+        tmp_path,
+        [
+            "strategy=aioli",
+            "strategy.lp_rounds=1",
+            "strategy.lp_steps=1",
+            "balance.steps_per_round=8",
+            "trainer.max_steps=10",
+        ],
+    )
     assert ddp["rank_weight_spread"] == 0.0
     assert ddp["rank_checks"] == ddp["rounds"] + 1  # + the start LearnParams mixture (step 7)
     assert ddp["detours"] == single["detours"]

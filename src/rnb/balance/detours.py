@@ -33,17 +33,10 @@ from rnb.accounting import OverheadMeter
 from rnb.balance.detour_plan import Detour, DetourResult
 from rnb.balance.sandbox import Sandbox, draw_detour_batch
 from rnb.balance.services.base import ReduceFn
-from rnb.balance.services.probe_eval import probe_losses
+from rnb.balance.services.probe_eval import run_probe
 from rnb.balance.services.probe_set import stratified_probe
 
 __all__ = ["DetourRunner"]
-
-
-def _mean(sums: torch.Tensor, counts: torch.Tensor) -> np.ndarray:
-    out = np.full(counts.numel(), np.nan)
-    seen = counts.numpy() > 0
-    out[seen] = sums.numpy()[seen] / counts.numpy()[seen]
-    return out
 
 
 class DetourRunner:
@@ -89,22 +82,22 @@ class DetourRunner:
         return bool(self.plan)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, reduce_fn: ReduceFn):
+    def evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, reduce_fn: ReduceFn
+    ) -> np.ndarray:
         """Per-domain mean probe loss ``[m]`` of the model now (all ranks; metered FLOPs)."""
-        sums, counts = probe_losses(
+        loss, _ = run_probe(
+            trainer,
             pl_module,
             self.eval_split,
             self.probe,
             batch_size=self.eval_batch_size,
             num_domains=self.m,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
             reduce_fn=reduce_fn,
-            forward_context=trainer.precision_plugin.forward_context,
             meter=self.meter,
         )
         self.evaluations += 1
-        return _mean(sums, counts)
+        return loss.numpy()
 
     # ------------------------------------------------------------------ planning
     def start(

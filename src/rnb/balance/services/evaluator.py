@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
-import torch
 
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn, SignalService
-from rnb.balance.services.probe_eval import probe_losses
+from rnb.balance.services.probe_eval import run_probe
 from rnb.balance.services.probe_set import stratified_probe
 
 __all__ = ["ProbeEvaluator"]
@@ -64,17 +63,14 @@ class ProbeEvaluator(SignalService):
         self, trainer: L.Trainer, pl_module: L.LightningModule, reduce_fn: ReduceFn
     ) -> dict[str, Any]:
         """``{"eval_loss": float64 [m] (nan: no probe example), "eval_counts": float64 [m]}``."""
-        sums, counts = probe_losses(
+        loss, counts = run_probe(
+            trainer,
             pl_module,
             self.split,
             self.indices,
             batch_size=self.batch_size,
             num_domains=self.m,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
             reduce_fn=reduce_fn,
-            forward_context=trainer.precision_plugin.forward_context,
             meter=self.meter,
         )
-        loss = torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan)
         return {"eval_loss": loss, "eval_counts": counts}

@@ -18,7 +18,7 @@ import torch
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn, evaluating
 
-__all__ = ["batch_rows", "probe_losses"]
+__all__ = ["batch_rows", "probe_losses", "run_probe"]
 
 
 def batch_rows(split: Any, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -98,3 +98,35 @@ def probe_losses(
     if meter is not None:
         meter.add_flops(2.0 * float(pl_module.num_parameters()) * float(acc[-1]))
     return acc[:num_domains].clone(), acc[num_domains : 2 * num_domains].clone()
+
+
+def run_probe(
+    trainer: L.Trainer,
+    pl_module: L.LightningModule,
+    split: Any,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    num_domains: int,
+    reduce_fn: ReduceFn,
+    meter: OverheadMeter | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`probe_losses` inside a running fit (ranks and precision from ``trainer``).
+
+    Returns:
+        ``(mean loss [m], counts [m])`` float64 on the CPU, ``nan`` where a domain has no
+        example in ``indices``.
+    """
+    sums, counts = probe_losses(
+        pl_module,
+        split,
+        indices,
+        batch_size=batch_size,
+        num_domains=num_domains,
+        rank=trainer.global_rank,
+        world_size=trainer.world_size,
+        reduce_fn=reduce_fn,
+        forward_context=trainer.precision_plugin.forward_context,
+        meter=meter,
+    )
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan), counts
