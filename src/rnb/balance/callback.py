@@ -425,7 +425,7 @@ class BalanceCallback(L.Callback):
             else 0,
             # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
             "rank_weight_spread": float(self.rank_spread),
-            # rounds whose mixture was compared across ranks (DDP: one per round; else 0)
+            # mixtures compared across ranks (DDP: one per round and per detour result; else 0)
             "rank_checks": int(self.rank_checks),
             # probe evaluations and training steps of detours (rnb.balance.detours)
             "detours": self.detours.summary() if hasattr(self, "detours") else None,
