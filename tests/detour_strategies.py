@@ -11,13 +11,17 @@ from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
 
 
 class SandboxedNoop(MixingStrategy):
-    """Uniform ``p``; at every boundary three sandboxed detours whose results it ignores.
+    """Uniform ``p``; at every boundary three detours whose results it ignores.
 
-    A run with it must match plain uniform sampling exactly: sandboxes leave no trace.
+    Sandboxed (default): two single-domain detours and a uniform one; a run with it must
+    match plain uniform sampling exactly (sandboxes leave no trace). ``kind="inline"``: three
+    in-line detours on the uniform mixture itself, so the sampler draws exactly the batches
+    of a uniform run and the evaluations between them must leave no trace either.
     """
 
-    def __init__(self, steps: int = 3) -> None:
+    def __init__(self, steps: int = 3, kind: str = "sandboxed") -> None:
         self.steps = int(steps)
+        self.kind = kind
         self.received: list[list[DetourResult]] = []
 
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
@@ -25,6 +29,8 @@ class SandboxedNoop(MixingStrategy):
 
     def plan_detours(self, stats: RoundStats | None, weights: np.ndarray) -> list[Detour]:
         m = self.ctx.num_domains
+        if self.kind == "inline":
+            return [Detour(self.steps, "inline", mixture=list(uniform(m))) for _ in range(3)]
         return [
             Detour(self.steps, "sandboxed", domain=0),
             Detour(self.steps, "sandboxed", domain=m - 1, lr=1e-2),

@@ -41,6 +41,12 @@ def test_sandboxed_detours_leave_no_trace_and_are_metered(
     assert box["overhead"]["extra_flops"] == pytest.approx(flops, rel=1e-12)
     assert plain["overhead"]["extra_flops"] == 0
     assert box["overhead"]["mixing_s"] > 0
+    # in-line detours on the run's own mixture: the same batches, evaluations in between
+    inline = [SANDBOXED, "+strategy.kind=inline", "+strategy.steps=1"]
+    same = train(compose("train", [*over, *inline, f"output_dir={tmp_path / 'inline'}"]))
+    assert same["eval_loss"] == plain["eval_loss"]
+    assert same["examples_per_domain"] == plain["examples_per_domain"]
+    assert same["detours"] == {"evaluations": 8, "sandboxed_steps": 0, "inline_steps": 6}
 
 
 def test_inline_detours_resume_inside_a_detour_exactly(
