@@ -311,7 +311,6 @@ class BalanceCallback(L.Callback):
             pl_module,
             self.sampler,
             self.sampler.weights,
-            consumed=self.batches_seen,
             next_boundary=self.batches_seen + self.steps_per_round * accumulate,
             reduce_fn=self._reduce_fn(trainer),
         )

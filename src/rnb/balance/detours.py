@@ -107,7 +107,6 @@ class DetourRunner:
         pl_module: L.LightningModule,
         sampler: Any,
         weights: np.ndarray,
-        consumed: int,
         next_boundary: int,
         reduce_fn: ReduceFn,
     ) -> bool:
@@ -117,7 +116,6 @@ class DetourRunner:
             detours: the strategy's plan.
             sampler: the run's :class:`~rnb.data.sampler.MixtureBatchSampler`.
             weights: the mixture in force (the sampler returns to it after the detours).
-            consumed: global batches trained so far.
             next_boundary: global batch number of the next round boundary; in-line
                 detours must end by then.
 
