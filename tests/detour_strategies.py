@@ -43,7 +43,8 @@ class SandboxedNoop(MixingStrategy):
 
 
 class InlineProbe(MixingStrategy):
-    """Two back-to-back in-line detours per boundary; the next mixture follows their drops.
+    """Two back-to-back detours per boundary (in-line unless ``kind``); the next mixture
+    follows their drops.
 
     ``p`` after the detours is ``softmax(scale · drop)`` of the one-hot detour's loss drops,
     so the weight trajectory depends on every detour evaluation.
@@ -51,9 +52,10 @@ class InlineProbe(MixingStrategy):
 
     needs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, steps: int = 2, scale: float = 20.0) -> None:
+    def __init__(self, steps: int = 2, scale: float = 20.0, kind: str = "inline") -> None:
         self.steps = int(steps)
         self.scale = float(scale)
+        self.kind = kind
         self.boundaries = 0
 
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
@@ -65,8 +67,8 @@ class InlineProbe(MixingStrategy):
         d = self.boundaries % m
         self.boundaries += 1
         return [
-            Detour(self.steps, "inline", domain=d, tag="onehot"),
-            Detour(self.steps, "inline", mixture=list(mix / mix.sum()), tag="mix"),
+            Detour(self.steps, self.kind, domain=d, tag="onehot"),
+            Detour(self.steps, self.kind, mixture=list(mix / mix.sum()), tag="mix"),
         ]
 
     def detours_done(self, results: list[DetourResult], weights: np.ndarray) -> np.ndarray:

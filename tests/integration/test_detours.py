@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rnb.balance.sandbox import Sandbox
 from rnb.config import compose
 from rnb.train import train
 from tests.conftest import TINY
@@ -78,6 +79,41 @@ def test_inline_detours_resume_inside_a_detour_exactly(
     np.testing.assert_array_equal(_traj(resumed), traj)
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-6)
     assert resumed["examples_per_domain"] == full["examples_per_domain"]
+    assert resumed["detours"] == full["detours"]
+
+
+@pytest.mark.slow
+def test_kill_inside_a_sandboxed_detour_resumes_exactly(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    over = [
+        *tiny_overrides,
+        INLINE,
+        "+strategy.kind=sandboxed",
+        "balance.steps_per_round=6",
+        "checkpoint.every_n_train_steps=4",
+        "initial_eval=false",
+        "logger=none",
+    ]
+    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
+    assert full["detours"]["sandboxed_steps"] == 3 * 4  # boundaries 0, 6, 12
+    part = [*over, f"output_dir={tmp_path / 'part'}"]
+    real_step, calls = Sandbox.step, []
+
+    def killed(self: Sandbox, split: object, rows: np.ndarray) -> int:
+        calls.append(1)
+        if len(calls) == 6:  # the 2nd sandboxed step of the step-6 boundary
+            raise Crash("killed inside a sandboxed detour")
+        return real_step(self, split, rows)
+
+    monkeypatch.setattr(Sandbox, "step", killed)
+    with pytest.raises(Crash):
+        train(compose("train", part))
+    monkeypatch.setattr(Sandbox, "step", real_step)
+    resumed = train(compose("train", [*part, "resume=auto"]))
+    assert [r["step"] for r in resumed["resumes"]] == [4]
+    np.testing.assert_array_equal(_traj(resumed), _traj(full))
+    assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-6)
     assert resumed["detours"] == full["detours"]
 
 
