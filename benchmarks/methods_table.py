@@ -43,6 +43,9 @@ METHODS: dict[str, list[str]] = {
     "doremi→final": ["strategy=static", "strategy.average=true"],
     "dga": ["strategy=dga"],
     "doge": ["strategy=doge"],
+    "skillit": ["strategy=skillit"],
+    "aioli": ["strategy=aioli"],
+    "aioli_paper": ["strategy=aioli_paper"],
     "rnb": ["strategy=rnb"],
 }
 EXTRA_RUNS = {"doremi": 1, "doremi→final": 2}  # reference (+ proxy) runs before it

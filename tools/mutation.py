@@ -75,6 +75,8 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_doge_dga.py",
             "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
             "tests/unit/test_doremi_strategy.py",
+            "tests/unit/test_skillit.py",
+            "tests/unit/test_aioli.py",
             _PINNED,
         ),
     ),
@@ -89,6 +91,21 @@ MODULES: dict[str, Module] = {
         ("src/rnb/balance/services/evaluator.py", "src/rnb/balance/services/reference.py"),
         ("tests/unit/test_probe_evaluator.py", "tests/unit/test_reference_service.py"),
     ),
+    "detours": Module(
+        (
+            "src/rnb/balance/detours.py",
+            "src/rnb/balance/sandbox.py",
+            "src/rnb/balance/detour_plan.py",
+            "src/rnb/balance/skills_graph.py",
+            "src/rnb/balance/aioli_math.py",
+        ),
+        (
+            "tests/unit/test_detour_plan.py",
+            "tests/unit/test_skillit.py",
+            "tests/unit/test_aioli.py",
+            "tests/integration/test_detours.py",
+        ),
+    ),
     "callback": Module(
         ("src/rnb/balance/callback.py",),
         (
@@ -97,9 +114,15 @@ MODULES: dict[str, Module] = {
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",
             "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
+            # detours: sandboxes leave no trace; a kill inside an in-line detour resumes exactly
+            "tests/integration/test_detours.py::test_sandboxed_detours_leave_no_trace_and_are_metered",
+            "tests/integration/test_detours.py::test_inline_detours_resume_inside_a_detour_exactly",
         ),
     ),
-    "sampler": Module(("src/rnb/data/sampler.py",), ("tests/unit/test_sampler.py",)),
+    "sampler": Module(
+        ("src/rnb/data/sampler.py",),
+        ("tests/unit/test_sampler.py", "tests/unit/test_detour_plan.py"),
+    ),
     "assign": Module(("src/rnb/regroup/assign.py",), ("tests/unit/test_assign.py",)),
     "selection": Module(("src/rnb/regroup/selection.py",), ("tests/unit/test_selection.py",)),
     "pipeline": Module(

@@ -32,7 +32,7 @@ DOCUMENTED_KEYS = [
     "domain_sizes", "strategy", "steps", "wall_time_s", "weights_trajectory", "final_weights",
     "average_weights", "steps_per_round", "tokens_per_domain", "examples_per_domain",
     "epochs_per_domain", "starved_domains", "starved_since_round", "rounds", "seed", "num_parameters", "overhead", "gram_rounds", "balance_memory_bytes",
-    "regroup", "resumed_from", "resumes", "config",
+    "detours", "regroup", "resumed_from", "resumes", "config",
 ]  # fmt: skip
 
 

@@ -151,7 +151,7 @@ def _n_jobs(cmd: Command) -> int:
     for o in cmd.overrides:
         n *= len(o.split("=", 1)[1].split(",")) if "{" not in o else 1
     if any(o == "sweep=methods" for o in cmd.overrides):
-        n *= 6  # the packaged sweep's own grid (conf/sweep/methods.yaml)
+        n *= 12  # the packaged sweep's own grid (conf/sweep/methods.yaml)
     return n
 
 

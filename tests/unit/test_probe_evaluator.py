@@ -85,25 +85,33 @@ def test_not_weighted_by_the_mixture() -> None:
 
 def test_ranks_share_the_probe_and_sum_to_the_whole() -> None:
     """Two ranks evaluate disjoint strided halves; their summed sums/counts = one process."""
+    from rnb.balance.services.probe_eval import probe_losses
+
     model, dm = tiny_model(), datamodule(EVAL_DOMAINS)
     one = _evaluator(model, dm)
-    ranks = [_evaluator(model, dm, rank=r, world=2) for r in (0, 1)]
-    assert sorted(np.concatenate([r.mine for r in ranks]).tolist()) == one.indices.tolist()
-    parts = [r.evaluate(trainer(r_i, 2), model) for r_i, r in enumerate(ranks)]
-    sums = parts[0][0] + parts[1][0]
-    counts = parts[0][1] + parts[1][1]
+    kw = {"batch_size": 7, "num_domains": one.m}
+    parts = [
+        probe_losses(model, dm.eval_data, one.indices, rank=r, world_size=2, **kw) for r in (0, 1)
+    ]
+    sums, counts = parts[0][0] + parts[1][0], parts[0][1] + parts[1][1]
+    assert 0 < parts[0][1].sum() < counts.sum()  # each rank did a share, not all of it
 
     class Reduce:  # reduce_fn of rank 0: adds rank 1's share (what a gloo sum does)
-        def __init__(self) -> None:
-            self.queue = [sums - parts[0][0], counts - parts[0][1]]
-
         def __call__(self, t: torch.Tensor) -> torch.Tensor:
-            return t + self.queue.pop(0)
+            other = torch.cat([parts[1][0], parts[1][1]]).to(t)
+            return t + torch.cat([other, t[-1:] * 0])
 
-    out = ranks[0].collect(trainer(0, 2), model, Reduce())
+    mine = probe_losses(
+        model, dm.eval_data, one.indices, rank=0, world_size=2, reduce_fn=Reduce(), **kw
+    )
+    torch.testing.assert_close(mine[0], sums)
+    torch.testing.assert_close(mine[1], counts)
     ref = one.collect(trainer(), model, None)
-    torch.testing.assert_close(out["eval_loss"], ref["eval_loss"], equal_nan=True)
-    torch.testing.assert_close(out["eval_counts"], ref["eval_counts"])
+    torch.testing.assert_close(
+        torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan),
+        ref["eval_loss"],
+        equal_nan=True,
+    )
 
 
 def test_whole_split_when_eval_size_is_zero() -> None:

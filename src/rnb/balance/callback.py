@@ -12,6 +12,7 @@ import torch
 
 from rnb.accounting import OverheadMeter
 from rnb.balance.context import mixture_context
+from rnb.balance.detours import DetourRunner
 from rnb.balance.ledger import DomainLedger, time_average
 from rnb.balance.services.base import SignalService, build_services
 from rnb.balance.services.gram import GramSignal
@@ -26,9 +27,11 @@ class BalanceCallback(L.Callback):
 
     Every ``steps_per_round`` optimizer steps the round's statistics are summed across
     ranks, the strategy returns the next mixture, and the DataModule's sampler uses it
-    for every batch not drawn yet. The whole mixture state (weights, round, trajectory,
-    mid-round accumulators, strategy and sampler state) is checkpointed, so a resumed run
-    continues exactly.
+    for every batch not drawn yet. At each boundary (and before the first step) the
+    strategy may plan detours, run by :class:`~rnb.balance.detours.DetourRunner`. The
+    whole mixture state (weights, round, trajectory, mid-round accumulators, detours in
+    progress, strategy and sampler state) is checkpointed, so a resumed run continues
+    exactly.
 
     Args:
         strategy: the mixing strategy.
@@ -129,16 +132,19 @@ class BalanceCallback(L.Callback):
             )
         for service in self.services:
             service.setup(trainer, pl_module, dm, self.meter)
+        self.detours = DetourRunner(self.probe_cfg, seed=int(dm.seed))
+        self.detours.setup(trainer, dm, self.meter)
         if self.gram_signal is not None:
             self.gram_signal.setup(pl_module, len(self.domain_names), self.meter)
         self._apply(pl_module)
         self._setup_done = True
 
-    def _apply(self, pl_module: L.LightningModule) -> None:
+    def _apply(self, pl_module: L.LightningModule, sampler: bool = True) -> None:
         """Hand the mixture to the sampler (and to the loss, for re-weighting strategies)."""
         assert self.weights is not None
         sample_p, loss_w = self.strategy.apply(self.weights.copy())
-        self.sampler.set_weights(np.asarray(sample_p, dtype=np.float64))
+        if sampler:
+            self.sampler.set_weights(np.asarray(sample_p, dtype=np.float64))
         if "loss_weights" in self.needs:
             pl_module.set_domain_loss_weights(loss_w)
 
@@ -147,11 +153,16 @@ class BalanceCallback(L.Callback):
             service.teardown()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.trajectory:
+        fresh = not self.trajectory
+        if fresh:
             self._record(trainer.global_step)
         self._last_step = trainer.global_step
         if "loss_weights" in self.needs:  # after a checkpoint restore: the restored mixture
-            self._apply(pl_module)
+            # (the sampler's restored schedule may hold queued in-line detours: keep it)
+            self._apply(pl_module, sampler=not self.detours.active)
+        if fresh:
+            with self.meter.section():
+                self._boundary(trainer, pl_module, None)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Draws of an unfinished last round, for summary.json (a collective: every rank).
@@ -162,6 +173,11 @@ class BalanceCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self.meter.step_started()
+        if self.detours.active:
+            with self.meter.section():
+                self.detours.before_batch(
+                    self.batches_seen, trainer, pl_module, self._reduce_fn(trainer)
+                )
         if self.gram_signal is not None:
             with self.meter.section():
                 self.gram_signal.on_train_batch_start(trainer, pl_module, batch)
@@ -184,6 +200,11 @@ class BalanceCallback(L.Callback):
                     self.stats.update(outputs["domain"], outputs["example_loss"], tokens)
                     for service in self.services:
                         service.on_train_batch_end(trainer, pl_module, batch, outputs)
+        if self.detours.active:
+            with self.meter.section():
+                reduce_fn = self._reduce_fn(trainer)
+                if self.detours.after_batch(self.batches_seen, trainer, pl_module, reduce_fn):
+                    self._detours_done(trainer, pl_module)
         step = trainer.global_step
         if step != self._last_step:
             self._last_step = step
@@ -226,13 +247,7 @@ class BalanceCallback(L.Callback):
             new = uniform(len(self.domain_names))
         else:
             new = np.asarray(self.strategy.update(stats, self.weights.copy()), dtype=np.float64)
-        if new.shape != self.weights.shape or not np.isclose(new.sum(), 1.0) or (new < 0).any():
-            raise RuntimeError(
-                f"{type(self.strategy).__name__}.update returned off-simplex weights {new}"
-            )
-        if trainer.world_size > 1:
-            self._check_ranks_agree(trainer, new)
-        self.weights = new
+        self._accept(trainer, new, "update")
         self._apply(pl_module)
         if self.gram_signal is not None and trainer.is_global_zero:
             assert self.output_dir is not None and gram is not None
@@ -262,6 +277,58 @@ class BalanceCallback(L.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
+        self._boundary(trainer, pl_module, stats)
+
+    # ------------------------------------------------------------------ detours
+    def _accept(self, trainer: L.Trainer, new: np.ndarray, source: str) -> None:
+        """Check a strategy's mixture (simplex; equal on every rank) and adopt it."""
+        assert self.weights is not None
+        if new.shape != self.weights.shape or not np.isclose(new.sum(), 1.0) or (new < 0).any():
+            raise RuntimeError(
+                f"{type(self.strategy).__name__}.{source} returned off-simplex weights {new}"
+            )
+        if trainer.world_size > 1:
+            self._check_ranks_agree(trainer, new)
+        self.weights = new
+
+    def _boundary(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stats: RoundStats | None
+    ) -> None:
+        """Ask the strategy for detours; run the sandboxed ones, queue the in-line ones."""
+        if self.detours.active:
+            raise RuntimeError(
+                f"round {self.round} ended inside an in-line detour: raise "
+                "balance.steps_per_round or shorten the strategy's detours"
+            )
+        assert self.weights is not None
+        plan = self.strategy.plan_detours(stats, self.weights.copy())
+        if not plan:
+            return
+        accumulate = self.detours.accumulate
+        done = self.detours.start(
+            plan,
+            trainer,
+            pl_module,
+            self.sampler,
+            self.sampler.weights,
+            next_boundary=self.batches_seen + self.steps_per_round * accumulate,
+            reduce_fn=self._reduce_fn(trainer),
+        )
+        if done:
+            self._detours_done(trainer, pl_module)
+
+    def _detours_done(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Hand the results to the strategy; adopt the mixture it returns (not in warm-up)."""
+        assert self.weights is not None
+        new = self.strategy.detours_done(self.detours.finish(), self.weights.copy())
+        if new is None or self.round < self.warmup_rounds:
+            return
+        self._accept(trainer, np.asarray(new, dtype=np.float64), "detours_done")
+        self._apply(pl_module)
+        step = int(trainer.global_step)
+        if self.trajectory and self.trajectory[-1]["step"] == step:
+            self.trajectory.pop()  # the mixture it replaces trained no step
+        self._record(step)
 
     def _check_ranks_agree(self, trainer: L.Trainer, p: np.ndarray) -> None:
         """Every rank must hold the same mixture (statistics are reduced before updating)."""
@@ -302,6 +369,7 @@ class BalanceCallback(L.Callback):
             "strategy": self.strategy.state_dict(),
             "sampler": self.sampler.state_dict(consumed_batches=self.batches_seen),
             "meter": self.meter.state_dict(),
+            "detours": self.detours.state_dict(),
         }
         if self.gram_signal is not None:
             state["capture"] = self.gram_signal.state_dict(reduce_fn)
@@ -329,6 +397,7 @@ class BalanceCallback(L.Callback):
         self.strategy.load_state_dict(state["strategy"])
         self.sampler.load_state_dict(state["sampler"])
         self.meter.load_state_dict(state.get("meter", {}))
+        self.detours.load_state_dict(state.get("detours", {}))
         if self.gram_signal is not None and "capture" in state:
             self.gram_signal.load_state_dict(state["capture"], rank0)
 
@@ -355,8 +424,10 @@ class BalanceCallback(L.Callback):
             else 0,
             # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
             "rank_weight_spread": float(self.rank_spread),
-            # rounds whose mixture was compared across ranks (DDP: one per round; else 0)
+            # mixtures compared across ranks (DDP: one per round and per detour result; else 0)
             "rank_checks": int(self.rank_checks),
+            # probe evaluations and training steps of detours (rnb.balance.detours)
+            "detours": self.detours.summary() if hasattr(self, "detours") else None,
         }
         return out
 

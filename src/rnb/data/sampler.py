@@ -110,6 +110,42 @@ class MixtureBatchSampler:
             self._schedule.append((start, w))
         return start
 
+    def schedule_segments(
+        self,
+        segments: Sequence[tuple[int, Sequence[float] | np.ndarray]],
+        then: Sequence[float] | np.ndarray,
+    ) -> int:
+        """Queue temporary mixtures for the next batches, then ``then`` (in-line detours).
+
+        Segment ``j`` covers ``n_j`` consecutive global batches starting right after segment
+        ``j - 1``; the first starts at the first batch not drawn yet. Every entry goes into
+        the recorded schedule, so a run resumed inside a segment redraws the same batches.
+
+        Args:
+            segments: ``(number of global batches >= 1, weights [m])`` in order.
+            then: the mixture after the last segment.
+
+        Returns:
+            The global batch number where the first segment starts.
+
+        Raises:
+            ValueError: a segment of fewer than one batch, or invalid weights.
+        """
+        start = self.set_weights(then)
+        at = start
+        entries: list[tuple[int, np.ndarray]] = []
+        for n, w in segments:
+            if int(n) < 1:
+                raise ValueError(f"a detour segment needs >= 1 batch, got {n}")
+            entries.append((at, _as_weights(w, self.m)))
+            at += int(n)
+        if entries:
+            # set_weights left (start, then) as the last entry: the segments come first.
+            self._schedule[-1] = entries[0]
+            self._schedule.extend(entries[1:])
+            self._schedule.append((at, _as_weights(then, self.m)))
+        return start
+
     def _weights_for(self, batch: int) -> np.ndarray:
         for start, w in reversed(self._schedule):
             if start <= batch:

@@ -2,10 +2,12 @@
 
 Skill-It and Aioli read the model's per-domain losses on held-out data every round
 (baselines.md). Evaluating the whole eval split each round is expensive, and weighting
-it by the current mixture makes rounds incomparable (a known complaint about DoReMi
-tooling), so the probe is a fixed, seeded, domain-stratified subset of the eval split
+it by the current mixture makes rounds incomparable, so the probe is a fixed, seeded,
+domain-stratified subset of the eval split
 (:func:`~rnb.balance.services.probe_set.stratified_probe`): the same examples every
 round, every domain present, each domain's loss a plain mean over its own examples.
+The evaluation itself is :func:`~rnb.balance.services.probe_eval.probe_losses`, shared
+with the detours' before/after evaluations.
 """
 
 from __future__ import annotations
@@ -13,40 +15,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
-import numpy as np
-import torch
 
 from rnb.accounting import OverheadMeter
-from rnb.balance.services.base import ReduceFn, SignalService, evaluating
+from rnb.balance.services.base import ReduceFn, SignalService
+from rnb.balance.services.probe_eval import run_probe
 from rnb.balance.services.probe_set import stratified_probe
 
-__all__ = ["ProbeEvaluator", "batch_rows"]
-
-
-def batch_rows(split: Any, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch of ``rows`` of a :class:`~rnb.data.tokenize.TokenizedSplit`, on ``device``.
-
-    Args:
-        split: a split with ``input_ids``, ``attention_mask``, ``labels`` (``[n, L]``) and
-            ``domain`` (``[n]``) arrays.
-        rows: ``[b]`` int indices.
-        device: where the model is.
-
-    Returns:
-        ``{"input_ids", "attention_mask", "labels": [b, L], "domain": [b]}`` int64 tensors.
-    """
-    return {
-        key: torch.as_tensor(np.asarray(getattr(split, key))[rows]).to(device)
-        for key in ("input_ids", "attention_mask", "labels", "domain")
-    }
+__all__ = ["ProbeEvaluator"]
 
 
 class ProbeEvaluator(SignalService):
     """Per-domain mean eval loss on the fixed probe subset, once per round.
 
-    The loss of a domain is the mean over its probe examples of each example's token-mean
-    loss (the same definition as ``val/loss/<domain>``), measured in eval mode under
-    ``no_grad`` (train mode restored after) and never weighted by the current mixture.
     Under DDP each rank evaluates a strided share of the probe and the per-domain sums and
     counts are summed over ranks, so every rank gets the full-probe result.
 
@@ -76,39 +56,21 @@ class ProbeEvaluator(SignalService):
         self.split = datamodule.eval_data
         self.m = len(datamodule.domain_names)
         self.batch_size = int(datamodule.eval_batch_size)
-        probe = stratified_probe(datamodule.labels.eval, self.eval_size, self.m, self.seed)
         #: The probe indices into the eval split (the same on every rank).
-        self.indices = probe
-        # This rank's strided share: every probe example is evaluated exactly once.
-        self.mine = probe[trainer.global_rank :: max(1, trainer.world_size)]
-
-    def evaluate(
-        self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's per-domain sums of example losses and example counts (float64 ``[m]``)."""
-        device = pl_module.device
-        sums = torch.zeros(self.m, dtype=torch.float64, device=device)
-        counts = torch.zeros(self.m, dtype=torch.float64, device=device)
-        forward_context = trainer.precision_plugin.forward_context
-        n_params = pl_module.num_parameters()
-        with evaluating(pl_module):
-            for start in range(0, len(self.mine), self.batch_size):
-                batch = batch_rows(self.split, self.mine[start : start + self.batch_size], device)
-                with forward_context():
-                    loss_sum, tokens = pl_module.example_losses(batch)
-                per_example = loss_sum.double() / tokens.clamp_min(1).double()
-                sums.index_add_(0, batch["domain"], per_example)
-                counts.index_add_(0, batch["domain"], torch.ones_like(per_example))
-                self.meter.add_flops(2.0 * n_params * batch["input_ids"].numel())
-        return sums, counts
+        self.indices = stratified_probe(datamodule.labels.eval, self.eval_size, self.m, self.seed)
 
     def collect(
         self, trainer: L.Trainer, pl_module: L.LightningModule, reduce_fn: ReduceFn
     ) -> dict[str, Any]:
         """``{"eval_loss": float64 [m] (nan: no probe example), "eval_counts": float64 [m]}``."""
-        sums, counts = self.evaluate(trainer, pl_module)
-        if reduce_fn is not None:
-            sums, counts = reduce_fn(sums), reduce_fn(counts)
-        sums, counts = sums.double().cpu(), counts.double().cpu()
-        loss = torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan)
+        loss, counts = run_probe(
+            trainer,
+            pl_module,
+            self.split,
+            self.indices,
+            batch_size=self.batch_size,
+            num_domains=self.m,
+            reduce_fn=reduce_fn,
+            meter=self.meter,
+        )
         return {"eval_loss": loss, "eval_counts": counts}

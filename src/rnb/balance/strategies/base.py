@@ -5,10 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from rnb.balance.detour_plan import Detour, DetourResult
 
 __all__ = ["MixingStrategy", "MixtureContext", "RoundStats", "uniform"]
 
@@ -124,6 +127,24 @@ class MixingStrategy(ABC):
     @abstractmethod
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
         """Return the next mixture (on the simplex) given a round's statistics."""
+
+    def plan_detours(self, stats: RoundStats | None, weights: np.ndarray) -> list[Detour]:
+        """Detours to take at this round boundary (default: none).
+
+        Called before the first training step (``stats`` is ``None``; not again on
+        resume) and after every round's :meth:`update` (``weights`` = its result). See
+        :mod:`rnb.balance.detour_plan` for the kinds; the results come back through
+        :meth:`detours_done` once every detour of the list has finished.
+        """
+        return []
+
+    def detours_done(self, results: list[DetourResult], weights: np.ndarray) -> np.ndarray | None:
+        """Receive the per-domain probe losses around each planned detour, in plan order.
+
+        Returns:
+            The mixture for the rest of the round, or ``None`` to keep ``weights``.
+        """
+        return None
 
     def apply(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """How the mixture ``α`` enters training: ``(sampling p, loss multipliers or None)``.

@@ -1,0 +1,152 @@
+"""Aioli: un-mixing, normalisation, EMA, the update from detour results, sweep plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnb.balance.aioli_math import ema_graph, normalize_graph, perturbation_matrix, unmix
+from rnb.balance.detour_plan import Detour, DetourResult
+from rnb.balance.strategies.aioli import Aioli
+from rnb.balance.strategies.base import MixtureContext, RoundStats
+
+
+def _ctx(m: int = 3, seed: int = 0) -> MixtureContext:
+    return MixtureContext([f"d{i}" for i in range(m)], np.full(m, 10), np.full(m, 1 / m), seed=seed)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def test_perturbation_matrix() -> None:
+    P = perturbation_matrix(4, 0.7)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    np.testing.assert_allclose(np.diag(P), 0.7)
+    np.testing.assert_allclose(P[0, 1:], 0.1)
+    with pytest.raises(ValueError, match=r"strategy.one_hot_factor must be in \(1/m, 1\]"):
+        perturbation_matrix(4, 0.25)  # = 1/m: every row uniform, singular
+
+
+@pytest.mark.parametrize("f", [0.625, 0.75, 0.9])
+def test_unmix_recovers_a_known_A(f: float) -> None:
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5, 5))
+    D = A @ perturbation_matrix(5, f).T  # drops under Aioli's linear mixing law
+    np.testing.assert_allclose(unmix(D, f, "solve"), A, atol=1e-12)
+    np.testing.assert_allclose(unmix(D, 1.0, "solve"), D)  # one-hot sweeps: D is A
+    np.testing.assert_allclose(unmix(D, f, "diagonal"), np.diag(np.diag(D) / f))
+
+
+def test_normalize_and_ema_hand_computed() -> None:
+    A = np.array([[1.0, -1.0], [0.0, 2.0]])
+    np.testing.assert_allclose(normalize_graph(A), np.array([[2.0, 0.0], [1.0, 3.0]]) / 6.0)
+    np.testing.assert_allclose(
+        normalize_graph(np.array([[1.0, 1.0], [0.0, 2.0]])), [[0.25, 0.25], [0, 0.5]]
+    )
+    np.testing.assert_array_equal(normalize_graph(np.zeros((2, 2))), np.zeros((2, 2)))
+    first = ema_graph(None, A, 0.1)
+    np.testing.assert_array_equal(first, A)
+    B = np.ones((2, 2))
+    np.testing.assert_allclose(ema_graph(first, B, 0.1), 0.9 * B + 0.1 * A)
+
+
+def _results(strategy: Aioli, A: np.ndarray, loss0: np.ndarray) -> list[DetourResult]:
+    """Back-to-back detour results whose drops follow ``D = A Pᵀ`` exactly."""
+    P = perturbation_matrix(A.shape[0], strategy.one_hot_factor)
+    out, loss = [], loss0.copy()
+    for j in strategy._order:
+        after = loss - A @ P[j]
+        out.append(
+            DetourResult(Detour(strategy.lp_steps, "inline", mixture=list(P[j])), loss, after, 0)
+        )
+        loss = after
+    return out
+
+
+def test_update_from_detours_follows_the_rule() -> None:
+    s = Aioli(lp_rounds=2, lp_steps=3, one_hot_factor=0.75, eta=0.5, ema=0.1)
+    s.setup(_ctx(3))
+    plan = s.plan_detours(None, np.full(3, 1 / 3))
+    assert len(plan) == 6 and all(d.kind == "inline" and d.steps == 3 for d in plan)
+    assert sorted(s._order[:3]) == sorted(s._order[3:]) == [0, 1, 2]  # two full sweeps
+    P = perturbation_matrix(3, 0.75)
+    for d, j in zip(plan, s._order, strict=True):
+        np.testing.assert_allclose(d.mixture, P[j])
+    A = np.array([[0.3, 0.1, 0.0], [0.05, 0.2, -0.02], [0.0, 0.0, 0.1]])
+    p1 = s.detours_done(_results(s, A, np.array([3.0, 2.0, 1.0])), np.full(3, 1 / 3))
+    An = normalize_graph(A)
+    np.testing.assert_allclose(s._last_A, An, atol=1e-12)
+    np.testing.assert_allclose(p1, _softmax(0.5 * An.sum(axis=0)), atol=1e-12)
+    # second round: EMA over rounds, always from uniform
+    s.plan_detours(RoundStats(10, 0, torch.ones(3), torch.ones(3)), p1)
+    A2 = np.eye(3) * 0.2
+    p2 = s.detours_done(_results(s, A2, np.array([2.0, 2.0, 2.0])), p1)
+    smooth = 0.9 * normalize_graph(A2) + 0.1 * An
+    np.testing.assert_allclose(p2, _softmax(0.5 * smooth.sum(axis=0)), atol=1e-12)
+
+
+def test_cumulative_form_without_ema() -> None:
+    s = Aioli(lp_rounds=1, lp_steps=1, one_hot_factor=1.0, eta=1.0, ema=None, normalize=False)
+    s.setup(_ctx(2))
+    s.plan_detours(None, np.full(2, 0.5))
+    A = np.array([[0.2, 0.0], [0.1, 0.4]])
+    p1 = s.detours_done(_results(s, A, np.array([2.0, 2.0])), np.array([0.9, 0.1]))
+    np.testing.assert_allclose(p1, _softmax(A.sum(axis=0)), atol=1e-12)  # first: from uniform
+    s.plan_detours(RoundStats(4, 0, torch.ones(2), torch.ones(2)), p1)
+    p2 = s.detours_done(_results(s, A, np.array([2.0, 2.0])), p1)
+    np.testing.assert_allclose(p2, _softmax(np.log(p1) + A.sum(axis=0)), atol=1e-12)
+
+
+def test_plans_are_seeded_and_survive_state() -> None:
+    a, b = Aioli(lp_rounds=3), Aioli(lp_rounds=3)
+    a.setup(_ctx(4, seed=7))
+    b.setup(_ctx(4, seed=7))
+    a.plan_detours(None, np.full(4, 0.25))
+    b.load_state_dict(a.state_dict())
+    assert b._order == a._order
+    nxt = a.plan_detours(None, np.full(4, 0.25))
+    assert [d.mixture for d in b.plan_detours(None, np.full(4, 0.25))] == [d.mixture for d in nxt]
+    one = Aioli()
+    one.setup(_ctx(1))
+    assert one.plan_detours(None, np.ones(1)) == []  # one domain: nothing to learn
+
+
+def test_restricted_prior(tmp_path: Path) -> None:
+    s = Aioli(prior={"weights": [3, 1]}, prior_steps=8, one_hot_factor=0.75)
+    s.setup(_ctx(2))
+    np.testing.assert_allclose(s.initial_weights(), [0.75, 0.25])
+    assert s.plan_detours(None, np.array([0.75, 0.25])) == []
+    assert s.plan_detours(RoundStats(4, 0, torch.ones(2), torch.ones(2)), np.ones(2) / 2) == []
+    assert len(s.plan_detours(RoundStats(8, 1, torch.ones(2), torch.ones(2)), np.ones(2) / 2)) == 8
+    np.testing.assert_allclose(
+        s.update(RoundStats(8, 1, torch.ones(2), torch.ones(2)), np.array([0.6, 0.4])), [0.6, 0.4]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"lp_rounds": 0}, "strategy.lp_rounds"),
+        ({"lp_steps": 0}, "strategy.lp_steps"),
+        ({"round_steps": 0}, "strategy.round_steps"),
+        ({"one_hot_factor": 0.0}, "strategy.one_hot_factor"),
+        ({"eta": float("inf")}, "strategy.eta"),
+        ({"ema": 1.0}, "strategy.ema"),
+        ({"unmix": "lstsq"}, "strategy.unmix"),
+        ({"prior_steps": 5}, "strategy.prior_steps"),
+    ],
+)
+def test_bad_keys_name_themselves(kwargs: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Aioli(**kwargs)
+
+
+def test_one_hot_factor_checked_against_m() -> None:
+    s = Aioli(one_hot_factor=0.2)  # <= 1/m for m = 4
+    with pytest.raises(ValueError, match="strategy.one_hot_factor"):
+        s.setup(_ctx(4))

@@ -1,0 +1,92 @@
+"""Detour specs, sandbox batch draws and the sampler's queued detour segments."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from rnb.balance.detour_plan import Detour, DetourResult
+from rnb.balance.sandbox import draw_detour_batch
+from rnb.data.sampler import MixtureBatchSampler
+
+SIZES = [50, 120, 7, 300]
+
+
+def _domains() -> list[np.ndarray]:
+    bounds = np.cumsum([0, *SIZES])
+    return [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _domain_of(idx: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.cumsum(SIZES), idx, side="right")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 2}, "exactly one of"),
+        ({"steps": 2, "domain": 0, "mixture": [1.0]}, "exactly one of"),
+        ({"steps": 0, "kind": "inline", "domain": 0}, "steps >= 1"),
+        ({"steps": -1, "domain": 0}, "steps >= 0"),
+        ({"steps": 1, "kind": "detached", "domain": 0}, "kind must be one of"),
+        ({"steps": 1, "domain": 0, "lr": "fast"}, "'current', 'peak'"),
+        ({"steps": 1, "kind": "inline", "domain": 0, "lr": 0.1}, "own learning rate"),
+    ],
+)
+def test_detour_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Detour(**kwargs)
+
+
+def test_detour_weights_and_result_roundtrip() -> None:
+    d = Detour(3, "sandboxed", domain=2, lr="peak", tag="graph/2")
+    np.testing.assert_array_equal(d.weights(4), [0, 0, 1, 0])
+    with pytest.raises(ValueError, match="outside 0..1"):
+        d.weights(2)
+    r = DetourResult(d, np.array([2.0, np.nan, 1.0]), np.array([1.5, np.nan, 1.25]), 7)
+    np.testing.assert_allclose(r.drop, [0.5, np.nan, -0.25])
+    back = DetourResult.from_dict(r.to_dict())
+    assert back.detour == d and back.step == 7
+    np.testing.assert_array_equal(back.before, r.before)
+    np.testing.assert_array_equal(back.after, r.after)
+
+
+def test_sandbox_batches_follow_the_mixture_and_the_seed() -> None:
+    doms = _domains()
+    idx, d = draw_detour_batch(doms, np.array([0.0, 0, 1, 0]), 32, [0, 3, 5, 1, 0])
+    assert (_domain_of(idx) == 2).all() and (d == 2).all()  # 32 draws from a 7-example domain
+    again, _ = draw_detour_batch(doms, np.array([0.0, 0, 1, 0]), 32, [0, 3, 5, 1, 0])
+    np.testing.assert_array_equal(idx, again)
+    other, _ = draw_detour_batch(doms, np.array([0.0, 0, 1, 0]), 32, [0, 3, 5, 1, 1])
+    assert not np.array_equal(idx, other)
+    idx, _ = draw_detour_batch(doms, np.array([0.0, 1, 0, 0]), 100, [1])
+    assert len(set(idx.tolist())) == 100  # without replacement inside a large domain
+
+
+def test_schedule_segments_queue_detours_then_return() -> None:
+    s = MixtureBatchSampler(_domains(), batch_size=16, weights=[1, 0, 0, 0], seed=2)
+    it = iter(s)
+    next(it)  # batch 0 drawn with the old mixture
+    start = s.schedule_segments([(2, [0, 0, 0, 1]), (1, [0, 1, 0, 0])], then=[0, 0, 1, 0])
+    assert start == 1
+    doms = [_domain_of(np.asarray(next(it))) for _ in range(5)]
+    assert [int(np.unique(d)[0]) for d in doms] == [3, 3, 1, 2, 2]
+    assert [e[0] for e in s.state_dict()["schedule"]] == [0, 1, 3, 4]
+    with pytest.raises(ValueError, match=">= 1 batch"):
+        s.schedule_segments([(0, [1, 0, 0, 0])], then=[1, 0, 0, 0])
+
+
+def test_resume_inside_a_segment_redraws_the_same_batches() -> None:
+    s = MixtureBatchSampler(_domains(), batch_size=8, seed=4)
+    it = iter(s)
+    next(it)
+    s.schedule_segments([(3, [0, 1, 0, 0]), (3, [0.5, 0, 0, 0.5])], then=[0.25] * 4)
+    drawn = [np.asarray(next(it)) for _ in range(9)]
+    state = s.state_dict(consumed_batches=3)  # killed inside the first segment (batches 1-3)
+    r = MixtureBatchSampler(_domains(), batch_size=8, seed=4)
+    r.load_state_dict(state)
+    rit = iter(r)
+    for want in drawn[2:]:
+        np.testing.assert_array_equal(np.asarray(next(rit)), want)
