@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from rnb.accounting import OverheadMeter
-from rnb.balance.context import mixture_context
+from rnb.balance.checkpointing import BalanceState
+from rnb.balance.context import current_lr, mixture_context
 from rnb.balance.detours import DetourRunner
-from rnb.balance.ledger import DomainLedger, time_average
+from rnb.balance.ledger import DomainLedger, round_metrics
 from rnb.balance.services.base import SignalService, build_services
 from rnb.balance.services.gram import GramSignal
 from rnb.balance.stats import DomainStats
@@ -22,7 +23,7 @@ from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
 __all__ = ["BalanceCallback"]
 
 
-class BalanceCallback(L.Callback):
+class BalanceCallback(BalanceState, L.Callback):
     """Runs a :class:`MixingStrategy` online and pushes its weights to the sampler.
 
     Every ``steps_per_round`` optimizer steps the round's statistics are summed across
@@ -227,7 +228,7 @@ class BalanceCallback(L.Callback):
         rows = self.stats.reduced_all(reduce_fn)
         counts, loss_sum = rows["counts"], rows["loss_sum"]
         self.ledger.add_round(self.round, rows["drawn"].numpy(), rows["tokens"].numpy())
-        gram, extra = None, {"lr": _current_lr(trainer)}
+        gram, extra = None, {"lr": current_lr(trainer)}
         for service in self.services:
             extra.update(service.collect(trainer, pl_module, reduce_fn))
         if self.gram_signal is not None:
@@ -252,14 +253,7 @@ class BalanceCallback(L.Callback):
         if self.gram_signal is not None and trainer.is_global_zero:
             assert self.output_dir is not None and gram is not None
             self.gram_signal.save(self.output_dir / "gram", self.round, gram, extra["gram_counts"])
-        metrics = {
-            f"balance/weight/{n}": float(w) for n, w in zip(self.domain_names, new, strict=True)
-        }
-        # What the sampler delivered this round (not only the target weights).
-        for i, n in enumerate(self.domain_names):
-            metrics[f"balance/tokens/{n}"] = float(rows["tokens"][i])
-            if counts[i] > 0:
-                metrics[f"balance/train_loss/{n}"] = float(loss_sum[i] / counts[i])
+        metrics = round_metrics(self.domain_names, new, rows)
         gq = getattr(self.strategy, "last_gq_norm", None)
         if gq is not None:
             self.gq_norms.append(float(gq))
@@ -345,96 +339,3 @@ class BalanceCallback(L.Callback):
     def _record(self, step: int) -> None:
         assert self.weights is not None
         self.trajectory.append({"step": int(step), "weights": [float(x) for x in self.weights]})
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        trainer = getattr(self, "_trainer_ref", None)
-        reduce_fn = self._reduce_fn(trainer) if trainer is not None else None
-        # Accumulators are saved summed over ranks; on load rank 0 takes the sum and the
-        # other ranks start from zero, so the next round's reduction is unchanged.
-        rows = self.stats.reduced_all(reduce_fn)
-        state: dict[str, Any] = {
-            "weights": [float(x) for x in (self.weights if self.weights is not None else [])],
-            "round": self.round,
-            "trajectory": self.trajectory,
-            "gram_paths": self.gram_paths,
-            "gq_norms": self.gq_norms,
-            "batches_seen": self.batches_seen,
-            "last_step": self._last_step,
-            "rank_checks": self.rank_checks,
-            "rank_spread": self.rank_spread,
-            "stats": {**rows, "skipped_nonfinite": self.stats.skipped_nonfinite},
-            "ledger": self.ledger.state_dict(),
-            "services": [s.state_dict() for s in self.services],
-            "strategy": self.strategy.state_dict(),
-            "sampler": self.sampler.state_dict(consumed_batches=self.batches_seen),
-            "meter": self.meter.state_dict(),
-            "detours": self.detours.state_dict(),
-        }
-        if self.gram_signal is not None:
-            state["capture"] = self.gram_signal.state_dict(reduce_fn)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        rank0 = getattr(self, "_rank", 0) == 0
-        self.weights = np.asarray(state["weights"], dtype=np.float64)
-        self.round = int(state["round"])
-        self.trajectory = list(state["trajectory"])
-        if self.gram_signal is not None:
-            self.gram_signal.paths = list(state["gram_paths"])
-        self.gq_norms = list(state["gq_norms"])
-        self.batches_seen = int(state["batches_seen"])
-        self._last_step = int(state["last_step"])
-        self.rank_checks = int(state.get("rank_checks", 0))
-        self.rank_spread = float(state.get("rank_spread", 0.0))
-        stats = state["stats"]
-        if not rank0:
-            stats = {k: v * 0 if isinstance(v, torch.Tensor) else v for k, v in stats.items()}
-        self.stats.load_state_dict(stats)
-        self.ledger.load_state_dict(state["ledger"])
-        for service, s_state in zip(self.services, state["services"], strict=True):
-            service.load_state_dict(s_state)
-        self.strategy.load_state_dict(state["strategy"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.meter.load_state_dict(state.get("meter", {}))
-        self.detours.load_state_dict(state.get("detours", {}))
-        if self.gram_signal is not None and "capture" in state:
-            self.gram_signal.load_state_dict(state["capture"], rank0)
-
-    # ------------------------------------------------------------------ summary
-    def summary(self) -> dict[str, Any]:
-        """Mixture-related entries of ``summary.json``."""
-        tail = self._tail or {}
-        out: dict[str, Any] = {
-            "weights_trajectory": self.trajectory,
-            "final_weights": [float(x) for x in self.weights] if self.weights is not None else None,
-            # the time average ᾱ (DoReMi/DoGE's output; strategy=static strategy.average=true)
-            "average_weights": time_average(self.trajectory, self._last_step),
-            "steps_per_round": self.steps_per_round,
-            **self.ledger.summary(
-                None if "drawn" not in tail else tail["drawn"].numpy(),
-                None if "tokens" not in tail else tail["tokens"].numpy(),
-            ),
-            "rounds": self.round,
-            "gram_rounds": self.gram_paths,
-            "skipped_nonfinite": self.stats.skipped_nonfinite
-            + (self.gram_signal.skipped_nonfinite if self.gram_signal is not None else 0),
-            "balance_memory_bytes": self.gram_signal.memory_bytes()
-            if self.gram_signal is not None
-            else 0,
-            # max |p_rank - p_rank0| over rounds (DDP); 0 in single-process runs
-            "rank_weight_spread": float(self.rank_spread),
-            # mixtures compared across ranks (DDP: one per round and per detour result; else 0)
-            "rank_checks": int(self.rank_checks),
-            # probe evaluations and training steps of detours (rnb.balance.detours)
-            "detours": self.detours.summary() if hasattr(self, "detours") else None,
-        }
-        return out
-
-
-def _current_lr(trainer: L.Trainer) -> float | None:
-    """Learning rate of the first parameter group (DGA/DoGE scale their step by it)."""
-    optimizers = getattr(trainer, "optimizers", None) or []
-    if not optimizers:
-        return None
-    return float(optimizers[0].param_groups[0]["lr"])

@@ -10,7 +10,7 @@ import numpy as np
 
 from rnb.balance.strategies.base import MixtureContext
 
-__all__ = ["mixture_context"]
+__all__ = ["current_lr", "mixture_context"]
 
 
 def mixture_context(trainer: L.Trainer, dm: Any, output_dir: Path) -> MixtureContext:
@@ -45,3 +45,11 @@ def _domain_tokens(dm: Any) -> np.ndarray | None:
         return None
     per_example = (np.asarray(labels)[:, 1:] != -100).sum(axis=1)
     return np.bincount(np.asarray(data.domain), weights=per_example, minlength=len(dm.domain_names))
+
+
+def current_lr(trainer: L.Trainer) -> float | None:
+    """Learning rate of the first parameter group (DGA/DoGE scale their step by it)."""
+    optimizers = getattr(trainer, "optimizers", None) or []
+    if not optimizers:
+        return None
+    return float(optimizers[0].param_groups[0]["lr"])

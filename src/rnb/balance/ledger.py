@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DomainLedger", "time_average"]
+__all__ = ["DomainLedger", "round_metrics", "time_average"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,20 @@ def time_average(trajectory: Sequence[dict[str, Any]], final_step: int) -> list[
         return [float(x) for x in w[0]]
     avg = (durations[:, None] * w).sum(axis=0) / durations.sum()
     return [float(x) for x in avg / avg.sum()]
+
+
+def round_metrics(
+    names: Sequence[str], weights: np.ndarray, rows: dict[str, Any]
+) -> dict[str, float]:
+    """Per-round log entries: target ``balance/weight/<d>``, and what the sampler delivered,
+    ``balance/tokens/<d>`` and ``balance/train_loss/<d>`` (domains drawn this round)."""
+    metrics = {f"balance/weight/{n}": float(w) for n, w in zip(names, weights, strict=True)}
+    counts, loss_sum, tokens = rows["counts"], rows["loss_sum"], rows["tokens"]
+    for i, n in enumerate(names):
+        metrics[f"balance/tokens/{n}"] = float(tokens[i])
+        if counts[i] > 0:
+            metrics[f"balance/train_loss/{n}"] = float(loss_sum[i] / counts[i])
+    return metrics
 
 
 class DomainLedger:
