@@ -265,3 +265,18 @@ def test_error_messages_name_what_to_change() -> None:
     assert str(err2.value) == (
         "checkpoint sampler has 4 domains, this run has 2: resume with the same data/regroup config"
     )
+
+
+def test_weight_change_after_restore_keeps_changes_that_took_effect() -> None:
+    w = [np.eye(4)[i % 4].tolist() for i in range(6)]
+    s = MixtureBatchSampler(_domains(), 4, weights=w[0])
+    it = iter(s)
+    for i in range(1, 5):  # changes at batches 1, 2, 3, 4
+        next(it)
+        s.set_weights(w[i])
+    next(it)
+    assert [start for start, _ in s.state_dict()["schedule"]] == [0, 1, 2, 3, 4]
+    r = MixtureBatchSampler(_domains(), 4)
+    r.load_state_dict(s.state_dict(consumed_batches=2))
+    assert r.set_weights(w[5]) == 2  # drops the changes at 2, 3 and 4, keeps the one at 1
+    assert r.state_dict()["schedule"] == [(0, w[0]), (1, w[1]), (2, w[5])]
