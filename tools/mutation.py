@@ -68,6 +68,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rnb_strategy.py",
             "tests/unit/test_static_strategies.py",
             "tests/unit/test_static_strategy_edges.py",
+            "tests/unit/test_static_transfer.py",
             _PINNED,
         ),
     ),
