@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,142 @@ def test_datamodule_passes_the_vector_column(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     with pytest.raises(ValueError, match="regroup.embedder.column='emb' missing"):
         instantiate(cfg.data, regroup=dm.regroup, _recursive_=False).prepare_domains()
+
+
+# ---------------------------------------------------------------- pinned by mutation testing
+class _Lookup:
+    """Embedder with a fixed vector per text: instant and exactly known."""
+
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        self.table = table
+
+    def encode(self, texts) -> np.ndarray:
+        return np.stack([self.table[t] for t in texts]).astype(np.float32)
+
+    def fingerprint(self) -> str:
+        return "lookup"
+
+
+class _Shift:
+    """Reducer that records its calls and moves every point (so a skipped call shows)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        self.calls.append(("fit_transform", len(X)))
+        return np.asarray(X, dtype=np.float64) * 2.0 + 1.0
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        self.calls.append(("transform", len(X)))
+        return np.asarray(X, dtype=np.float64) * 2.0 + 1.0
+
+    def fingerprint(self) -> str:
+        return "shift"
+
+
+def _toy(n: int, seed: int, prefix: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    texts = [f"{prefix}{i}" for i in range(n)]
+    vecs = rng.normal(size=(n, 3)) * 0.6 + np.eye(3)[np.arange(n) % 3] * 4
+    return texts, dict(zip(texts, vecs, strict=True))
+
+
+def _toy_regroup(tmp: Path, **kw) -> tuple[Regroup, list[str], list[str]]:
+    from functools import partial
+
+    from sklearn.cluster import KMeans
+
+    texts, table = _toy(60, 0, "t")
+    ev_texts, ev_table = _toy(24, 1, "e")
+    args = {"k_values": [2, 3, 4], "min_cluster_size": 1, "cache_dir": tmp, **kw}
+    embedder = _Lookup({**table, **ev_table})
+    regroup = Regroup(embedder, _Shift(), partial(KMeans, n_init=2, random_state=0), **args)
+    return regroup, texts, ev_texts
+
+
+def test_defaults_equal_the_kmeans_yaml(tmp_path: Path) -> None:
+    cfg = compose("train", ["regroup=kmeans"]).regroup
+    r = Regroup(None, None, None)
+    for key in ("param", "metric", "silhouette_sample", "silhouette_metric", "min_cluster_size",
+                "noise_policy", "ood_quantile", "embed_chunk_size"):  # fmt: skip
+        assert getattr(r, key) == cfg[key], key
+    assert r.k_values == list(cfg.k_values) and r.seed == 0
+    assert r.cache_dir == Path(".rnb_cache")
+    rng = Regroup(None, None, None, k_values={"start": 2, "stop": 5})
+    assert rng.k_values == {"start": 2, "stop": 5}
+
+
+def test_labels_files_follow_the_reduced_embeddings(tmp_path: Path) -> None:
+    from rnb.regroup.assign import assign_to_centroids
+
+    regroup, texts, ev_texts = _toy_regroup(tmp_path, ood_quantile=0.5)
+    res = regroup.run(texts, ev_texts)
+    assert regroup.reducer.calls == [("fit_transform", 60), ("transform", 24)]
+    assert res.names == ["c00", "c01", "c02"] and res.summary["k"] == 3
+    X = regroup.reducer.fit_transform(regroup.embedder.encode(texts)).astype(np.float32)
+    Xe = regroup.reducer.transform(regroup.embedder.encode(ev_texts)).astype(np.float32)
+    centers = np.stack([X[res.train == c].mean(0) for c in range(3)])
+    expected = assign_to_centroids(Xe, centers, X, res.train, ood_quantile=0.5)
+    np.testing.assert_array_equal(res.eval, expected.labels)
+    saved = np.load(res.folder / "labels.npz")
+    assert sorted(saved.files) == ["eval", "eval_distance", "eval_ood", "train"]
+    np.testing.assert_allclose(saved["eval_distance"], expected.distances, rtol=1e-5)
+    np.testing.assert_array_equal(saved["eval_ood"], expected.ood_mask)
+    assert 0 < expected.n_ood < 24 and res.summary["ood_eval"] == expected.n_ood
+    assert json.loads((res.folder / "names.json").read_text()) == res.names
+    assert (res.folder / "sweep.json").exists() and (res.folder / "sweep.png").exists()
+    sweep = json.loads((res.folder / "sweep.json").read_text())
+    assert [r["value"] for r in sweep["rows"]] == [2, 3, 4] and sweep["param"] == "n_clusters"
+
+
+def test_fingerprint_covers_every_setting_and_input(tmp_path: Path) -> None:
+    regroup, texts, ev_texts = _toy_regroup(tmp_path)
+    base = regroup.fingerprint(texts, ev_texts)
+    assert len(base) == 20 and base == regroup.fingerprint(list(texts), list(ev_texts))
+    changed = {
+        "param": "min_cluster_size", "k_values": [2, 3], "metric": "davies_bouldin",
+        "silhouette_sample": 50, "silhouette_metric": "euclidean", "min_cluster_size": 2,
+        "noise_policy": "own_cluster", "ood_quantile": 0.9, "seed": 1,
+    }  # fmt: skip
+    seen = {base}
+    for key, value in changed.items():
+        other, _, _ = _toy_regroup(tmp_path, **{key: value})
+        seen.add(other.fingerprint(texts, ev_texts))
+    other, _, _ = _toy_regroup(tmp_path)
+    other.clusterer = other.clusterer.func  # same class, other keyword arguments
+    seen.add(other.fingerprint(texts, ev_texts))
+    seen.add(regroup.fingerprint(texts[::-1], ev_texts))
+    seen.add(regroup.fingerprint(texts, ev_texts[1:]))
+    seen.add(regroup.fingerprint(texts, ev_texts, predefined=["a"] * 60))
+    seen.add(regroup.fingerprint(texts, ev_texts, reference=["a"] * 60))
+    assert len(seen) == len(changed) + 6
+    same_chunks, _, _ = _toy_regroup(tmp_path, embed_chunk_size=7)  # no effect on results
+    assert same_chunks.fingerprint(texts, ev_texts) == base
+
+
+def test_predefined_domains_and_run_errors(tmp_path: Path) -> None:
+    labels, names = Regroup._predefined(["web", 3, "web", "code"], ["code", 3])
+    assert names == ["3", "code", "web"] and labels.tolist() == [2, 0, 2, 1]
+    assert labels.dtype == np.int64
+    with pytest.raises(ValueError) as err:
+        Regroup._predefined(["web"], ["web", "news", "blog"])
+    assert (
+        str(err.value)
+        == "data.domain_field: eval domains ['blog', 'news'] have no training examples"
+    )
+    with pytest.raises(ValueError) as err:
+        Regroup._predefined(None, None)
+    assert str(err.value) == "regroup=original needs data.domain_field (the predefined domains)"
+    regroup, texts, ev_texts = _toy_regroup(tmp_path)
+    for kw, message in (
+        ({"predefined": ["a"] * 59}, "data.domain_field: 59 labels for 60 texts"),
+        ({"reference": ["a"] * 61}, "data.reference_field: 61 labels for 60 texts"),
+    ):
+        with pytest.raises(ValueError) as err:
+            regroup.run(texts, ev_texts, **kw)
+        assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        regroup.run(texts, [])
+    assert str(err.value) == "the eval split is empty: set data.eval_path or data.eval_fraction"
+    assert regroup.input_column is None and not regroup.keeps_predefined_domains
