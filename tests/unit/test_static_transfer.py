@@ -139,3 +139,28 @@ def test_options_that_cannot_apply_are_refused() -> None:
         Static([1.0, 2.0], fill="zero")
     with pytest.raises(ValueError, match="check_fingerprint applies only"):
         Static({"a": 1.0}, check_fingerprint=False)
+
+
+def test_fingerprint_check_needs_both_sides_and_logs_a_forced_transfer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names, w = ["a", "b"], [0.25, 0.75]
+    src = _summary(tmp_path / "summary.json", names, w, regroup_fp="aaa")
+    # Unknown on one side (a run without a fingerprint): nothing to compare, no refusal.
+    np.testing.assert_allclose(_weights(Static(from_summary=src), names, None), w)
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"domains": names, "weights_trajectory": [{"weights": w}]}))
+    np.testing.assert_allclose(_weights(Static(from_summary=str(plain)), names, "regroup:b"), w)
+    differ = (
+        "its domains were defined by regroup:aaa, this run's by regroup:bbb (a different "
+        "Regroup clustering or data.domain_field: equal names need not mean equal domains)"
+    )
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), names, "regroup:bbb")
+    assert str(info.value) == (
+        f"strategy.from_summary='{src}': {differ}; use a source run with the same regroup / "
+        "data config, or set strategy.check_fingerprint=false to transfer by name anyway"
+    )
+    with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
+        _weights(Static(from_summary=src, check_fingerprint=False), names, "regroup:bbb")
+    assert caplog.messages == [f"{differ}; transferring by name (strategy.check_fingerprint=false)"]
