@@ -164,3 +164,43 @@ def test_fingerprint_check_needs_both_sides_and_logs_a_forced_transfer(
     with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
         _weights(Static(from_summary=src, check_fingerprint=False), names, "regroup:bbb")
     assert caplog.messages == [f"{differ}; transferring by name (strategy.check_fingerprint=false)"]
+
+
+def test_summary_with_only_a_regroup_fingerprint_is_checked(tmp_path: Path) -> None:
+    body = {"domains": ["a", "b"], "weights_trajectory": [{"weights": [0.5, 0.5]}],
+            "regroup": {"fingerprint": "aaa"}}  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(body))
+    src = str(tmp_path / "s.json")
+    with pytest.raises(ValueError, match="defined by regroup:aaa, this run's by regroup:bbb"):
+        _weights(Static(from_summary=src), ["a", "b"], "regroup:bbb")
+    np.testing.assert_allclose(_weights(Static(from_summary=src), ["a", "b"], "regroup:aaa"), 0.5)
+
+
+def test_summary_with_fewer_weights_than_domains_is_refused(tmp_path: Path) -> None:
+    body = {"domains": ["a", "b", "c"], "weights_trajectory": [{"weights": [0.5, 0.5]}]}
+    (tmp_path / "s.json").write_text(json.dumps(body))
+    with pytest.raises(ValueError):  # never paired up silently
+        _weights(Static(from_summary=str(tmp_path / "s.json"), fill="zero"), ["a", "b"])
+
+
+def test_uniform_fill_when_every_matched_weight_is_zero() -> None:
+    s = Static({"a": 0.0, "z": 1.0}, fill="uniform")
+    np.testing.assert_array_equal(_weights(s, ["a", "b"]), [0.0, 1.0])
+    assert s.describe()["transfer"]["filled"] == {"b": 0.5}
+
+
+def test_mismatch_message_and_fill_warning_texts(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError) as info:
+        _weights(Static({"a": 1.0, "z": 1.0}), ["a", "b"])
+    assert str(info.value) == (
+        "strategy.weights: the weights do not match this run's domains: missing ['b'] (domains "
+        "of this run without a weight), extra ['z'] (weighted domains this run lacks); this "
+        "run's domains are ['a', 'b']. Set strategy.fill=zero (missing domains get 0) or "
+        "strategy.fill=uniform (each missing domain gets 1/m) to transfer anyway"
+    )
+    with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
+        _weights(Static({"a": 1.0, "z": 1.0}, fill="zero"), ["a", "b"])
+    assert caplog.messages == [
+        "strategy.weights: strategy.fill=zero: missing domains ['b'] get 0; extra domains "
+        "['z'] dropped (weight 1); the rest renormalised"
+    ]
