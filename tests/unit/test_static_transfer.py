@@ -200,7 +200,10 @@ def test_mismatch_message_and_fill_warning_texts(caplog: pytest.LogCaptureFixtur
     )
     with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
         _weights(Static({"a": 1.0, "z": 1.0}, fill="zero"), ["a", "b"])
+        _weights(Static({"a": 1.0, "z": 0.25}, fill="uniform"), ["a", "b", "c"])
     assert caplog.messages == [
         "strategy.weights: strategy.fill=zero: missing domains ['b'] get 0; extra domains "
-        "['z'] dropped (weight 1); the rest renormalised"
+        "['z'] dropped (weight 1); the rest renormalised",
+        "strategy.weights: strategy.fill=uniform: missing domains ['b', 'c'] get 1/m = 0.3333; "
+        "extra domains ['z'] dropped (weight 0.25); the rest renormalised",
     ]
