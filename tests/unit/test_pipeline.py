@@ -344,3 +344,17 @@ def test_predefined_domains_and_run_errors(tmp_path: Path) -> None:
         regroup.run(texts, [])
     assert str(err.value) == "the eval split is empty: set data.eval_path or data.eval_fraction"
     assert regroup.input_column is None and not regroup.keeps_predefined_domains
+
+
+def test_a_failed_compute_leaves_no_partial_folder(tmp_path: Path, monkeypatch) -> None:
+    regroup, texts, ev_texts = _toy_regroup(tmp_path)
+
+    def crash(self, folder: Path, *args) -> None:
+        (folder / "labels.npz").write_bytes(b"half")  # written before the crash
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Regroup, "_compute", crash)
+    with pytest.raises(RuntimeError, match="boom"):
+        regroup.run(texts, ev_texts)
+    left = sorted(p.name for p in (tmp_path / "regroup").iterdir())
+    assert left == [regroup.fingerprint(texts, ev_texts) + ".lock"]  # no result, no temp folder
