@@ -443,3 +443,34 @@ def test_validation_messages() -> None:
     with pytest.warns(UserWarning, match="silhouette is undefined"):
         res = sweep(X, lambda v: Fixed(_PAIRS), [2], silhouette_sample=2)
     assert res.silhouette_sample == 2
+
+
+def test_sweep_messages_warnings_and_recorded_settings(
+    blobs: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    X, y = blobs
+    with pytest.raises(ValueError) as err:
+        expand_values({"start": "a", "stop": 5})
+    assert str(err.value) == "regroup.k_values: non-integer range spec {'start': 'a', 'stop': 5}"
+    one = Fixed(np.zeros(len(X), dtype=int))
+    with pytest.warns(UserWarning) as record, pytest.raises(ValueError) as err:
+        sweep(X, lambda v: one, [2, 3])
+    assert str(err.value) == (
+        "regroup.k_values: no value in [2, 3] gives a clustering that regroup.metric=silhouette "
+        "can score (n_clusters=2: 1 cluster after the noise policy and the tiny-cluster merge "
+        "(regroup.noise_policy, regroup.min_cluster_size); need >= 2; n_clusters=3: 1 cluster "
+        "after the noise policy and the tiny-cluster merge (regroup.noise_policy, "
+        "regroup.min_cluster_size); need >= 2); change regroup.k_values (or the clusterer's "
+        "other parameters, e.g. min_samples)"
+    )
+    assert {w.filename for w in record} == {__file__}  # attributed to sweep's caller
+    with caplog.at_level(logging.WARNING, logger="rnb.regroup.selection"):
+        middle = sweep(X, lambda v: Fixed(y) if v == TRUE_K else kmeans(v), [4, 5, 6])
+        assert middle.chosen_row.value == TRUE_K and not caplog.messages  # not at an edge
+        sweep(X, lambda v: Fixed(y), [6, 3, 4], silhouette_metric="cosine")
+    assert caplog.messages == [
+        "sweep chose n_clusters=3 at the edge of regroup.k_values [6, 3, 4]; consider widening it"
+    ]
+    cos = sweep(X, lambda v: Fixed(y), [5], silhouette_metric="cosine", silhouette_sample=None)
+    assert cos.silhouette_metric == "cosine" and cos.silhouette_sample is None
+    assert cos.to_dict()["silhouette_metric"] == "cosine"
