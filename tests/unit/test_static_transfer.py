@@ -207,3 +207,42 @@ def test_mismatch_message_and_fill_warning_texts(caplog: pytest.LogCaptureFixtur
         "strategy.weights: strategy.fill=uniform: missing domains ['b', 'c'] get 1/m = 0.3333; "
         "extra domains ['z'] dropped (weight 0.25); the rest renormalised",
     ]
+
+
+def test_static_refusals_and_records_are_exact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError) as info:
+        Static([1.0, 2.0], fill="zero")
+    assert str(info.value) == (
+        "strategy.fill=zero applies to weights keyed by domain ({domain: weight} or "
+        "strategy.from_summary); a list needs one weight per domain, in domain order"
+    )
+    for kw in ({"weights": [1.0]}, {"weights": [1.0], "from_summary": "s.json"}):
+        with pytest.raises(ValueError) as info:
+            Static(**kw, check_fingerprint=False)
+        assert str(info.value) == "strategy.check_fingerprint applies only to strategy.from_summary"
+    listed = Static([1, 1, 2])
+    assert listed.describe()["transfer"] == {}  # nothing matched yet
+    with caplog.at_level("INFO", logger="rnb.balance.strategies.static"):
+        _weights(listed, ["a", "b", "c"])
+        _weights(Static([0.25, 0.25, 0.5]), ["a", "b", "c"])  # sums to 1: nothing to say
+    assert listed.describe()["transfer"] == {
+        "source": "strategy.weights", "fill": "error", "sum_given": 4.0, "sum_matched": 4.0
+    }  # fmt: skip
+    assert caplog.messages == ["strategy.weights: weights sum to 4; renormalised to 1"]
+    failure = {"step": 3, "reason": "non-finite training loss"}
+    src = _summary(tmp_path / "d.json", ["a"], [1.0], status="diverged", failure=failure)
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), ["a"])
+    assert str(info.value) == (
+        f"strategy.from_summary='{src}': that run diverged at step 3 (non-finite training "
+        "loss); its weights are no result: point strategy.from_summary at a completed run"
+    )
+    k2 = _summary(tmp_path / "k2.json", ["c00", "c01"], [0.5, 0.5], regroup_fp="aaa")
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=k2), ["c00"], "regroup:bbb")
+    # both problems, joined by "; ": the fingerprint first, then the name mismatch
+    assert "transfer by name anyway; the weights do not match this run's domains: missing []" in (
+        str(info.value)
+    )
