@@ -474,3 +474,9 @@ def test_sweep_messages_warnings_and_recorded_settings(
     cos = sweep(X, lambda v: Fixed(y), [5], silhouette_metric="cosine", silhouette_sample=None)
     assert cos.silhouette_metric == "cosine" and cos.silhouette_sample is None
     assert cos.to_dict()["silhouette_metric"] == "cosine"
+
+
+def test_expand_values_rejects_bools_and_keeps_zero_an_integer() -> None:
+    with pytest.raises(ValueError, match=r"regroup\.k_values: values must be integers"):
+        expand_values([True, 3])  # YAML `true` is no cluster count
+    assert expand_values([0, 3], n=100) == [0, 3]  # 0 is not a fraction (sweep rejects it)
