@@ -202,3 +202,15 @@ def test_describe_lists_hyperparameters_only() -> None:
     assert d["form"] == "normalized" and d["gram_ema"] is None and d["min_weight"] == 0.0
     assert "ctx" not in d and not any(k.startswith("_") for k in d)
     np.testing.assert_allclose(d["q"], [0.25] * 4)  # the resolved objective
+
+
+def test_objective_summing_to_one_floor_at_uniform_and_kept_previous_counter() -> None:
+    q = np.array([0.5, 0.5, 0.0, 0.0])  # already normalised: a valid objective
+    s = _strategy(objective=q.tolist(), min_weight=0.25)  # floor 1/m: forces uniform
+    torch.testing.assert_close(s.q, torch.as_tensor(q, dtype=torch.float64))
+    raw = _raw(1)
+    np.testing.assert_allclose(s.update(_stats(raw, COUNTS), np.full(4, 0.25)), [0.25] * 4)
+    kept = _strategy()
+    for _ in range(2):  # a degenerate round keeps the previous mixture, each time counted
+        kept.update(_stats(np.zeros((4, 4)), COUNTS), np.full(4, 0.25))
+    assert kept.kept_previous == 2
