@@ -358,3 +358,74 @@ def test_a_failed_compute_leaves_no_partial_folder(tmp_path: Path, monkeypatch) 
         regroup.run(texts, ev_texts)
     left = sorted(p.name for p in (tmp_path / "regroup").iterdir())
     assert left == [regroup.fingerprint(texts, ev_texts) + ".lock"]  # no result, no temp folder
+
+
+class _Recording(_Lookup):
+    """Lookup embedder that records the size of every ``encode`` call."""
+
+    def __init__(self, table: dict[str, np.ndarray], name: str = "lookup") -> None:
+        super().__init__(table)
+        self.name, self.sizes = name, []
+
+    def encode(self, texts) -> np.ndarray:
+        self.sizes.append(len(texts))
+        return super().encode(texts)
+
+    def fingerprint(self) -> str:
+        return self.name
+
+
+def test_every_setting_reaches_the_sweep_and_float32_the_clusterer(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import rnb.regroup.assign as assign_mod
+    import rnb.regroup.selection as selection_mod
+
+    seen: dict = {}
+    real_sweep, real_assign = selection_mod.sweep, assign_mod.assign_to_centroids
+
+    def sweep_spy(X, factory, values, **kw):
+        seen["sweep"], seen["X"] = kw, X.dtype
+        return real_sweep(X, factory, values, **kw)
+
+    def assign_spy(X_eval, centers, train_X, labels, **kw):
+        seen["assign"] = (X_eval.dtype, train_X.dtype, kw)
+        return real_assign(X_eval, centers, train_X, labels, **kw)
+
+    monkeypatch.setattr(selection_mod, "sweep", sweep_spy)
+    monkeypatch.setattr(assign_mod, "assign_to_centroids", assign_spy)
+    settings = {"param": "n_clusters", "metric": "davies_bouldin", "silhouette_sample": 40,
+                "silhouette_metric": "euclidean", "seed": 3, "min_cluster_size": 2,
+                "noise_policy": "own_cluster"}  # fmt: skip
+    regroup, texts, ev_texts = _toy_regroup(tmp_path, ood_quantile=0.8, **settings)
+    regroup.run(texts, ev_texts)
+    assert seen["sweep"] == settings and seen["X"] == np.float32
+    assert seen["assign"] == (np.float32, np.float32, {"ood_quantile": 0.8})
+
+
+def test_embeddings_are_cached_per_embedder_in_chunks(tmp_path: Path) -> None:
+    texts, table = _toy(60, 0, "t")
+    ev_texts, ev_table = _toy(24, 1, "e")
+    first = _Recording({**table, **ev_table})
+    r = Regroup(first, _Shift(), None, embed_chunk_size=25, cache_dir=tmp_path)
+    r._embed(texts, ev_texts)
+    assert first.sizes == [25, 25, 10, 24]  # rows embedded (and cached) per chunk
+    other = _Recording({t: -v for t, v in {**table, **ev_table}.items()}, name="other")
+    X, _ = Regroup(other, _Shift(), None, cache_dir=tmp_path)._embed(texts, ev_texts)
+    assert other.sizes == [60, 24]  # another embedder never reuses the first one's vectors
+    np.testing.assert_allclose(X[0], -table[texts[0]], rtol=1e-6)
+
+
+def test_original_checks_the_eval_domains(tmp_path: Path) -> None:
+    from functools import partial
+
+    from rnb.regroup.clusterers import OriginalDomains
+
+    regroup, texts, ev_texts = _toy_regroup(tmp_path)
+    regroup.clusterer = partial(OriginalDomains)
+    doms = ["x", "y", "z"] * 20
+    with pytest.raises(ValueError) as err:
+        regroup.run(texts, ev_texts, predefined=doms, predefined_eval=["x"] * 23 + ["w"])
+    assert str(err.value) == "data.domain_field: eval domains ['w'] have no training examples"
+    res = regroup.run(texts, ev_texts, predefined=doms, predefined_eval=["x"] * 24)
+    assert res.names == ["x", "y", "z"] and res.train.tolist() == [0, 1, 2] * 20
