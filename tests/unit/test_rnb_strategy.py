@@ -214,3 +214,16 @@ def test_objective_summing_to_one_floor_at_uniform_and_kept_previous_counter() -
     for _ in range(2):  # a degenerate round keeps the previous mixture, each time counted
         kept.update(_stats(np.zeros((4, 4)), COUNTS), np.full(4, 0.25))
     assert kept.kept_previous == 2
+
+
+def test_boundary_hyperparameters_and_initial_state() -> None:
+    flat = _strategy(lambda_=0.0, gram_ema=0.0)  # both ends are allowed
+    np.testing.assert_allclose(flat.update(_stats(_raw(2), COUNTS), np.full(4, 0.25)), [0.25] * 4)
+    fresh = _strategy(objective=(5, 0, 1, 2))
+    assert fresh.last_gq_norm is None and fresh.kept_previous == 0
+    assert fresh.objective == [5.0, 0.0, 1.0, 2.0] and type(fresh.objective[0]) is float
+    with pytest.raises(ValueError) as err:
+        RnB(objective="eval")
+    assert str(err.value) == (
+        "strategy.objective must be 'eval_proportions', 'uniform' or a list of weights, got 'eval'"
+    )
