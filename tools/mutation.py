@@ -77,6 +77,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_doremi_strategy.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
+            "tests/unit/test_static_transfer.py",
             _PINNED,
         ),
     ),

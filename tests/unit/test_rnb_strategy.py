@@ -177,8 +177,9 @@ def test_min_weight_infeasible_for_domain_count() -> None:
 
 def test_update_without_gram_is_an_error() -> None:
     stats = RoundStats(step=1, round=0, counts=torch.ones(4), loss_sum=torch.zeros(4))
-    with pytest.raises(RuntimeError, match="Gram"):
+    with pytest.raises(RuntimeError) as err:
         _strategy().update(stats, np.full(4, 0.25))
+    assert str(err.value) == "rnb strategy needs the Gram matrix; the callback did not capture it"
 
 
 def test_state_round_trip_without_ema_and_old_checkpoints() -> None:
@@ -201,3 +202,28 @@ def test_describe_lists_hyperparameters_only() -> None:
     assert d["form"] == "normalized" and d["gram_ema"] is None and d["min_weight"] == 0.0
     assert "ctx" not in d and not any(k.startswith("_") for k in d)
     np.testing.assert_allclose(d["q"], [0.25] * 4)  # the resolved objective
+
+
+def test_objective_summing_to_one_floor_at_uniform_and_kept_previous_counter() -> None:
+    q = np.array([0.5, 0.5, 0.0, 0.0])  # already normalised: a valid objective
+    s = _strategy(objective=q.tolist(), min_weight=0.25)  # floor 1/m: forces uniform
+    torch.testing.assert_close(s.q, torch.as_tensor(q, dtype=torch.float64))
+    raw = _raw(1)
+    np.testing.assert_allclose(s.update(_stats(raw, COUNTS), np.full(4, 0.25)), [0.25] * 4)
+    kept = _strategy()
+    for _ in range(2):  # a degenerate round keeps the previous mixture, each time counted
+        kept.update(_stats(np.zeros((4, 4)), COUNTS), np.full(4, 0.25))
+    assert kept.kept_previous == 2
+
+
+def test_boundary_hyperparameters_and_initial_state() -> None:
+    flat = _strategy(lambda_=0.0, gram_ema=0.0)  # both ends are allowed
+    np.testing.assert_allclose(flat.update(_stats(_raw(2), COUNTS), np.full(4, 0.25)), [0.25] * 4)
+    fresh = _strategy(objective=(5, 0, 1, 2))
+    assert fresh.last_gq_norm is None and fresh.kept_previous == 0
+    assert fresh.objective == [5.0, 0.0, 1.0, 2.0] and type(fresh.objective[0]) is float
+    with pytest.raises(ValueError) as err:
+        RnB(objective="eval")
+    assert str(err.value) == (
+        "strategy.objective must be 'eval_proportions', 'uniform' or a list of weights, got 'eval'"
+    )

@@ -146,3 +146,137 @@ def test_load_with_other_domain_count_names_config() -> None:
     other = MixtureBatchSampler(_domains()[:2], 4)
     with pytest.raises(ValueError, match="same data/regroup"):
         other.load_state_dict(s.state_dict())
+
+
+# ---------------------------------------------------------------- pinned by mutation testing
+def _reference_batches(
+    p: np.ndarray, batch_size: int, seed: int, n_batches: int
+) -> list[list[int]]:
+    """The documented draw, written out: domain ``i ~ p`` from ``default_rng([seed, 0, b])``,
+    then the next example of ``i``'s cycle ``c``, permuted by ``default_rng([seed, 1, i, c])``."""
+    doms_ix = _domains()
+    cycle, cursor = [0] * len(doms_ix), [0] * len(doms_ix)
+    out = []
+    for b in range(n_batches):
+        doms = np.random.default_rng([seed, 0, b]).choice(len(p), size=batch_size, p=p)
+        idx = [0] * batch_size
+        for d in np.unique(doms):
+            for pos in np.flatnonzero(doms == d):
+                n = doms_ix[d].size
+                perm = doms_ix[d][np.random.default_rng([seed, 1, d, cycle[d]]).permutation(n)]
+                idx[pos] = int(perm[cursor[d]])
+                cursor[d] += 1
+                if cursor[d] == n:
+                    cycle[d], cursor[d] = cycle[d] + 1, 0
+        out.append(idx)
+    return out
+
+
+def test_draws_follow_the_documented_random_streams() -> None:
+    # 40 batches of 8 pass through domain 2 (7 examples) many cycles: pins the cycle counter.
+    p = np.array([0.1, 0.2, 0.5, 0.2])
+    s = MixtureBatchSampler(_domains(), 8, p, seed=7)
+    it = iter(s)
+    got = [next(it) for _ in range(40)]
+    assert got == _reference_batches(p, 8, 7, 40)
+    assert all(type(i) is int for b in got for i in b)  # a DataLoader indexes with these
+
+
+def test_default_seed_is_zero_and_batch_size_one_is_valid() -> None:
+    s = MixtureBatchSampler(_domains(), 1)
+    assert s.state_dict()["seed"] == 0
+    it = iter(s)
+    assert [next(it) for _ in range(5)] == _reference_batches(np.full(4, 0.25), 1, 0, 5)
+
+
+def test_weights_are_normalised_in_float64() -> None:
+    s = MixtureBatchSampler(_domains(), 4, weights=[1, 2, 3, 4])
+    np.testing.assert_array_equal(s.weights, [0.1, 0.2, 0.3, 0.4])
+    p32 = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)  # e.g. a [1, m] float32 tensor
+    s.set_weights(p32)
+    p64 = p32.astype(np.float64).reshape(-1)
+    assert s.weights.dtype == np.float64 and s.weights.shape == (4,)
+    np.testing.assert_array_equal(s.weights, p64 / p64.sum())
+
+
+def test_schedule_records_each_change_where_it_takes_effect() -> None:
+    a, b, c, d = (np.eye(4)[i] for i in range(4))
+    s = MixtureBatchSampler(_domains(), 4, weights=a)
+    assert s.set_weights(b) == 0  # before any draw: replaces the initial weights
+    assert s.state_dict()["schedule"] == [(0, b.tolist())]
+    it = iter(s)
+    assert (_domain_of(np.asarray(next(it))) == 1).all()
+    s.set_weights(c)
+    s.set_weights(d)  # no draw in between: only the last one ever takes effect
+    assert s.state_dict()["schedule"] == [(0, b.tolist()), (1, d.tolist())]
+    next(it)
+    next(it)
+    assert s.set_weights(a) == 3
+    assert s.state_dict()["schedule"] == [(0, b.tolist()), (1, d.tolist()), (3, a.tolist())]
+
+
+def test_weight_change_after_restoring_an_earlier_batch_drops_later_changes() -> None:
+    a, b, c, d = (np.eye(4)[i].tolist() for i in range(4))
+    s = MixtureBatchSampler(_domains(), 4, weights=a)
+    it = iter(s)
+    next(it)
+    next(it)
+    s.set_weights(b)  # changes at batches 2 and 3: drawn (prefetched) but not consumed
+    next(it)
+    s.set_weights(c)
+    next(it)
+    state = s.state_dict(consumed_batches=0)
+    assert state["schedule"] == [(0, a), (2, b), (3, c)]
+    r = MixtureBatchSampler(_domains(), 4)
+    r.load_state_dict(state)
+    assert r.set_weights(d) == 0  # the resumed run changes the mixture before its first draw
+    assert r.state_dict()["schedule"] == [(0, d)]
+    rit = iter(r)
+    assert all((_domain_of(np.asarray(next(rit))) == 3).all() for _ in range(4))
+
+
+def test_default_history_keeps_64_states() -> None:
+    s = MixtureBatchSampler(_domains(), 2)
+    it = iter(s)
+    for _ in range(65):
+        next(it)
+    assert s.state_dict(consumed_batches=1)["batch"] == 1
+    with pytest.raises(RuntimeError, match="batch 0 is no longer in the history"):
+        s.state_dict(consumed_batches=0)
+
+
+def test_error_messages_name_what_to_change() -> None:
+    for rank in (2, -1):
+        with pytest.raises(ValueError, match=rf"^sampler rank {rank} outside world size 2$"):
+            MixtureBatchSampler(_domains(), 4, rank=rank, world_size=2)
+    s = MixtureBatchSampler(_domains(), 4, history=2)
+    it = iter(s)
+    for _ in range(5):
+        next(it)
+    with pytest.raises(RuntimeError) as err:
+        s.state_dict(consumed_batches=1)
+    assert str(err.value) == (
+        "sampler state for batch 1 is no longer in the history (drawn 5, history 2): lower "
+        "data.num_workers (a loader draws num_workers * prefetch_factor batches ahead)"
+    )
+    other = MixtureBatchSampler(_domains()[:2], 4)
+    with pytest.raises(ValueError) as err2:
+        other.load_state_dict(s.state_dict())
+    assert str(err2.value) == (
+        "checkpoint sampler has 4 domains, this run has 2: resume with the same data/regroup config"
+    )
+
+
+def test_weight_change_after_restore_keeps_changes_that_took_effect() -> None:
+    w = [np.eye(4)[i % 4].tolist() for i in range(6)]
+    s = MixtureBatchSampler(_domains(), 4, weights=w[0])
+    it = iter(s)
+    for i in range(1, 5):  # changes at batches 1, 2, 3, 4
+        next(it)
+        s.set_weights(w[i])
+    next(it)
+    assert [start for start, _ in s.state_dict()["schedule"]] == [0, 1, 2, 3, 4]
+    r = MixtureBatchSampler(_domains(), 4)
+    r.load_state_dict(s.state_dict(consumed_batches=2))
+    assert r.set_weights(w[5]) == 2  # drops the changes at 2, 3 and 4, keeps the one at 1
+    assert r.state_dict()["schedule"] == [(0, w[0]), (1, w[1]), (2, w[5])]

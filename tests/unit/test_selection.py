@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +306,176 @@ def test_clusterer_value_error_is_excluded(blobs: tuple[np.ndarray, np.ndarray])
     assert res.k == TRUE_K and "min_samples must be at most n" in res.rows[0].excluded
     with pytest.raises(RuntimeError, match="boom"):
         sweep(X, lambda v: Refuses(RuntimeError("boom")), [3, 5])
+
+
+# ---------------------------------------------------------------- pinned by mutation testing
+def _line(*xs: float) -> np.ndarray:
+    """Points on the x axis, as an ``[n, 2]`` float64 array."""
+    return np.array([[x, 0.0] for x in xs])
+
+
+_PAIRS = np.array([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        _line(-1, 1, 9, 11),  # mean distance to the centroid exactly 1 in both clusters
+        _line(-0.5, 0.5, 9.5, 10.5),  # within-cluster sum of squares exactly 1
+        _line(0, 0, 5, 5),  # every cluster one repeated point: DB 0, CH 1 (sklearn's values)
+    ],
+)
+def test_db_and_ch_match_sklearn_on_exact_edge_values(X: np.ndarray) -> None:
+    row = sweep(X, lambda v: Fixed(_PAIRS), [2]).chosen_row
+    assert row.excluded is None
+    assert row.davies_bouldin == pytest.approx(davies_bouldin_score(X, _PAIRS), rel=1e-12)
+    assert row.calinski_harabasz == pytest.approx(calinski_harabasz_score(X, _PAIRS), rel=1e-12)
+
+
+def test_k_bounds_n_minus_one_is_scored_n_is_not() -> None:
+    X = _line(0, 1, 5, 11)  # n = 4
+    k3, k4 = np.array([0, 0, 1, 2]), np.arange(4)
+    with pytest.warns(UserWarning, match=r"n_clusters=4 is excluded"):
+        res = sweep(X, lambda v: Fixed(k3 if v == 3 else k4), [3, 4])
+    assert res.chosen_row.value == 3 and res.rows[0].excluded is None
+    assert res.rows[0].silhouette == pytest.approx(silhouette_score(X, k3))
+    assert res.rows[1].excluded == "every point is its own cluster (k=4, n=4)"
+    assert all(
+        math.isnan(res.rows[1].score(m))
+        for m in ("silhouette", "davies_bouldin", "calinski_harabasz")
+    )
+    assert res.rows[1].metric_seconds == {}
+
+
+def test_unscorable_silhouette_sample_excludes_only_that_metric() -> None:
+    X = np.concatenate([np.random.default_rng(0).normal(size=(8, 2)), _line(10, 11)])
+    labels = np.array([0] * 8 + [1, 1])
+    # seed 2 samples points 4, 1 and 5: all in cluster 0, so the silhouette is undefined
+    with pytest.warns(UserWarning, match="silhouette is undefined"):
+        res = sweep(X, lambda v: Fixed(labels), [2], silhouette_sample=3, seed=2)
+    row = res.chosen_row
+    assert (
+        row.excluded
+        == "silhouette is undefined (e.g. the silhouette sample holds a single cluster)"
+    )
+    assert math.isnan(row.silhouette) and row.davies_bouldin == pytest.approx(
+        davies_bouldin_score(X, labels)
+    )
+    db = sweep(X, lambda v: Fixed(labels), [2], "n_clusters", "davies_bouldin", 3, seed=2)
+    assert db.chosen_row.excluded is None and res.seed == 2
+
+
+def test_row_timings_and_log_lines(
+    blobs: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    X, y = blobs
+    one = np.zeros(len(X), dtype=int)
+    with caplog.at_level(logging.INFO, logger="rnb.regroup.selection"), pytest.warns(UserWarning):
+        res = sweep(X, lambda v: Fixed(y if v == 5 else one), [5, 2])
+    row = res.rows[0]
+    assert 0.0 <= row.fit_seconds < 60.0
+    assert set(row.metric_seconds) == {"silhouette", "davies_bouldin", "calinski_harabasz"}
+    assert all(0.0 <= s < 60.0 for s in row.metric_seconds.values())
+    assert row.metric_seconds["calinski_harabasz"] == 0.0  # counted under davies_bouldin
+    assert res.rows[1].n_noise == 0 and res.rows[1].metric_seconds == {}
+    lines = [r.getMessage() for r in caplog.records if r.message.startswith("sweep n_clusters")]
+    assert len(lines) == 2
+    assert re.fullmatch(r"sweep n_clusters=5: k=5 silhouette=0\.\d+ \(fit \d+\.\d\ds\)", lines[0])
+    assert re.fullmatch(
+        r"sweep n_clusters=2: k=1 silhouette=nan \(fit \d+\.\d\ds\) excluded: 1 cluster after "
+        r"the noise policy and the tiny-cluster merge \(regroup\.noise_policy, "
+        r"regroup\.min_cluster_size\); need >= 2",
+        lines[1],
+    )
+
+
+def test_sweep_defaults(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = blobs
+    labels = y.copy()
+    labels[0] = TRUE_K  # a singleton cluster: kept, since min_cluster_size defaults to 1
+    res = sweep(X, lambda v: Fixed(labels), [6])
+    assert res.k == 6 and sorted(res.chosen_row.sizes)[0] == 1
+    assert res.silhouette_sample == 10000 and res.seed == 0
+
+
+def test_value_error_row_records_no_noise(blobs: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = blobs
+
+    class Refuses:
+        def fit_predict(self, X: np.ndarray) -> np.ndarray:
+            raise ValueError("no")
+
+    with pytest.warns(UserWarning):
+        res = sweep(X, lambda v: Refuses() if v == 9 else kmeans(v), [9, 5])
+    assert res.rows[0].n_noise == 0 and res.rows[0].k_found == 0 and res.rows[0].sizes == []
+
+
+def test_identical_and_near_constant_embeddings() -> None:
+    # Every row the same, columns different: still no variation between examples.
+    X = np.tile([0.0, 1.0, 2.0, 3.0], (40, 1))
+    with pytest.raises(ValueError) as err:
+        sweep(X, kmeans, [2, 3])
+    assert str(err.value) == (
+        "embedder: all 40 embeddings are identical, so no clustering can be scored; "
+        "check data.text_field / the embedder, or give a single value in regroup.k_values"
+    )
+    with pytest.warns(UserWarning):
+        res = sweep(X, lambda v: Fixed(np.repeat([0, 1], 20)), [2])
+    assert res.chosen_row.excluded == "all embeddings are identical, so every score is undefined"
+    small = _line(0, 0.01, 0.3, 0.31)  # a range far below 1 is still variation
+    assert sweep(small, lambda v: Fixed(_PAIRS), [2, 3]).chosen_row.value == 2
+
+
+def test_validation_messages() -> None:
+    X = _line(0, 1, 5, 6)
+    cases = [
+        (np.zeros(5), [2], "embedder: need a non-empty 2-D [n, d] embedding array, got (5,)"),
+        (np.zeros(()), [2], "embedder: need a non-empty 2-D [n, d] embedding array, got ()"),
+        (np.zeros((0, 3)), [2], "embedder: need a non-empty 2-D [n, d] embedding array, got (0, 3)"),
+        (np.zeros((1, 3)), [2], "regroup.k_values: value 2 exceeds the number of training examples n=1"),
+        (np.array([[np.inf, 0.0], [0.0, 1.0]]), [2], "embedder: embeddings contain NaN/inf; check the embedder (or the precomputed file)"),
+    ]  # fmt: skip
+    for data, values, message in cases:
+        with pytest.raises(ValueError) as err:
+            sweep(data, kmeans, values)
+        assert str(err.value) == message
+    # 2 passes the validation (a sample of 2 can never be scored, so the value is excluded)
+    with pytest.warns(UserWarning, match="silhouette is undefined"):
+        res = sweep(X, lambda v: Fixed(_PAIRS), [2], silhouette_sample=2)
+    assert res.silhouette_sample == 2
+
+
+def test_sweep_messages_warnings_and_recorded_settings(
+    blobs: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    X, y = blobs
+    with pytest.raises(ValueError) as err:
+        expand_values({"start": "a", "stop": 5})
+    assert str(err.value) == "regroup.k_values: non-integer range spec {'start': 'a', 'stop': 5}"
+    one = Fixed(np.zeros(len(X), dtype=int))
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as err:
+        sweep(X, lambda v: one, [2, 3])
+    assert str(err.value) == (
+        "regroup.k_values: no value in [2, 3] gives a clustering that regroup.metric=silhouette "
+        "can score (n_clusters=2: 1 cluster after the noise policy and the tiny-cluster merge "
+        "(regroup.noise_policy, regroup.min_cluster_size); need >= 2; n_clusters=3: 1 cluster "
+        "after the noise policy and the tiny-cluster merge (regroup.noise_policy, "
+        "regroup.min_cluster_size); need >= 2); change regroup.k_values (or the clusterer's "
+        "other parameters, e.g. min_samples)"
+    )
+    with caplog.at_level(logging.WARNING, logger="rnb.regroup.selection"):
+        middle = sweep(X, lambda v: Fixed(y) if v == TRUE_K else kmeans(v), [4, 5, 6])
+        assert middle.chosen_row.value == TRUE_K and not caplog.messages  # not at an edge
+        sweep(X, lambda v: Fixed(y), [6, 3, 4], silhouette_metric="cosine")
+    assert caplog.messages == [
+        "sweep chose n_clusters=3 at the edge of regroup.k_values [6, 3, 4]; consider widening it"
+    ]
+    cos = sweep(X, lambda v: Fixed(y), [5], silhouette_metric="cosine", silhouette_sample=None)
+    assert cos.silhouette_metric == "cosine" and cos.silhouette_sample is None
+    assert cos.to_dict()["silhouette_metric"] == "cosine"
+
+
+def test_expand_values_rejects_bools_and_keeps_zero_an_integer() -> None:
+    with pytest.raises(ValueError, match=r"regroup\.k_values: values must be integers"):
+        expand_values([True, 3])  # YAML `true` is no cluster count
+    assert expand_values([0, 3], n=100) == [0, 3]  # 0 is not a fraction (sweep rejects it)

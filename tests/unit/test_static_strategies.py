@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from rnb.balance.strategies.base import MixtureContext
+from rnb.balance.strategies.base import MixtureContext, RoundStats, uniform
 from rnb.balance.strategies.natural import Natural
 from rnb.balance.strategies.static import Static
 from rnb.balance.strategies.stratified import Stratified
@@ -60,3 +61,58 @@ def test_static_from_summary_final_and_average(tmp_path: Path) -> None:
     np.testing.assert_allclose(avg, [0.5, 0, 0.5])
     with pytest.raises(FileNotFoundError, match="strategy.from_summary"):
         _setup(Static(from_summary=str(tmp_path / "none.json"))).initial_weights()
+
+
+# ---------------------------------------------------------------- pinned by mutation testing
+def _round() -> RoundStats:
+    return RoundStats(step=4, round=0, counts=torch.tensor([3.0, 0.0, 1.0]),
+                      loss_sum=torch.tensor([6.0, 0.0, 0.5]))  # fmt: skip
+
+
+def test_static_strategies_keep_their_weights_every_round() -> None:
+    stats, drifted = _round(), np.array([0.7, 0.2, 0.1])
+    strat = _setup(Stratified())
+    np.testing.assert_array_equal(strat.update(stats, drifted), [1 / 3] * 3)
+    nat = _setup(Natural(0.5))
+    np.testing.assert_array_equal(nat.update(stats, drifted), nat.initial_weights())
+    static = _setup(Static([1, 1, 2]))
+    p0 = static.initial_weights()
+    np.testing.assert_array_equal(static.update(stats, p0), [0.25, 0.25, 0.5])
+    assert all(s.static for s in (strat, nat, static)) and not (strat.needs | static.needs)
+
+
+def test_base_contract_uniform_mean_loss_state_and_describe() -> None:
+    np.testing.assert_array_equal(uniform(4), [0.25] * 4)
+    torch.testing.assert_close(
+        _round().mean_loss, torch.tensor([2.0, float("nan"), 0.5]), equal_nan=True
+    )
+    s = _setup(Stratified())
+    assert s.ctx is CTX and s.state_dict() == {} and s.load_state_dict({}) is None
+    assert s.describe() == {"name": "Stratified"}
+    nat = _setup(Natural(2))
+    assert nat.describe() == {"name": "Natural", "temperature": 2.0}
+
+
+def test_describe_makes_every_value_json() -> None:
+    class Probe(Stratified):
+        def __init__(self) -> None:
+            self.arr, self.ten = np.array([1.0, 2.0]), torch.tensor([3, 4])
+            self.gen, self.tup, self.nested = np.float32(0.5), (1, "x"), {1: [np.int64(2)]}
+            self.flag, self.none, self.path, self._private = True, None, Path("a/b"), 1
+
+    d = _setup(Probe()).describe()
+    assert d == {
+        "name": "Probe", "arr": [1.0, 2.0], "ten": [3, 4], "gen": 0.5, "tup": [1, "x"],
+        "nested": {"1": [2]}, "flag": True, "none": None, "path": "a/b",
+    }  # fmt: skip
+    assert type(d["gen"]) is float and type(d["nested"]["1"][0]) is int
+    json.dumps(d)
+
+
+def test_domain_definition_names_what_defines_the_domains() -> None:
+    assert MixtureContext.domain_definition("source", "abc") == "regroup:abc"
+    assert MixtureContext.domain_definition("source", None) == "data.domain_field=source"
+    assert MixtureContext.domain_definition(None, None) == "one domain (no data.domain_field)"
+    assert MixtureContext.domain_definition("", "") == "one domain (no data.domain_field)"
+    assert CTX.num_domains == 3 and CTX.seed == 0 and CTX.output_dir is None
+    assert CTX.domain_fingerprint is None

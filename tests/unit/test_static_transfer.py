@@ -139,3 +139,110 @@ def test_options_that_cannot_apply_are_refused() -> None:
         Static([1.0, 2.0], fill="zero")
     with pytest.raises(ValueError, match="check_fingerprint applies only"):
         Static({"a": 1.0}, check_fingerprint=False)
+
+
+def test_fingerprint_check_needs_both_sides_and_logs_a_forced_transfer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names, w = ["a", "b"], [0.25, 0.75]
+    src = _summary(tmp_path / "summary.json", names, w, regroup_fp="aaa")
+    # Unknown on one side (a run without a fingerprint): nothing to compare, no refusal.
+    np.testing.assert_allclose(_weights(Static(from_summary=src), names, None), w)
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"domains": names, "weights_trajectory": [{"weights": w}]}))
+    np.testing.assert_allclose(_weights(Static(from_summary=str(plain)), names, "regroup:b"), w)
+    differ = (
+        "its domains were defined by regroup:aaa, this run's by regroup:bbb (a different "
+        "Regroup clustering or data.domain_field: equal names need not mean equal domains)"
+    )
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), names, "regroup:bbb")
+    assert str(info.value) == (
+        f"strategy.from_summary='{src}': {differ}; use a source run with the same regroup / "
+        "data config, or set strategy.check_fingerprint=false to transfer by name anyway"
+    )
+    with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
+        _weights(Static(from_summary=src, check_fingerprint=False), names, "regroup:bbb")
+    assert caplog.messages == [f"{differ}; transferring by name (strategy.check_fingerprint=false)"]
+
+
+def test_summary_with_only_a_regroup_fingerprint_is_checked(tmp_path: Path) -> None:
+    body = {"domains": ["a", "b"], "weights_trajectory": [{"weights": [0.5, 0.5]}],
+            "regroup": {"fingerprint": "aaa"}}  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(body))
+    src = str(tmp_path / "s.json")
+    with pytest.raises(ValueError, match="defined by regroup:aaa, this run's by regroup:bbb"):
+        _weights(Static(from_summary=src), ["a", "b"], "regroup:bbb")
+    np.testing.assert_allclose(_weights(Static(from_summary=src), ["a", "b"], "regroup:aaa"), 0.5)
+
+
+def test_summary_with_fewer_weights_than_domains_is_refused(tmp_path: Path) -> None:
+    body = {"domains": ["a", "b", "c"], "weights_trajectory": [{"weights": [0.5, 0.5]}]}
+    (tmp_path / "s.json").write_text(json.dumps(body))
+    with pytest.raises(ValueError):  # never paired up silently
+        _weights(Static(from_summary=str(tmp_path / "s.json"), fill="zero"), ["a", "b"])
+
+
+def test_uniform_fill_when_every_matched_weight_is_zero() -> None:
+    s = Static({"a": 0.0, "z": 1.0}, fill="uniform")
+    np.testing.assert_array_equal(_weights(s, ["a", "b"]), [0.0, 1.0])
+    assert s.describe()["transfer"]["filled"] == {"b": 0.5}
+
+
+def test_mismatch_message_and_fill_warning_texts(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError) as info:
+        _weights(Static({"a": 1.0, "z": 1.0}), ["a", "b"])
+    assert str(info.value) == (
+        "strategy.weights: the weights do not match this run's domains: missing ['b'] (domains "
+        "of this run without a weight), extra ['z'] (weighted domains this run lacks); this "
+        "run's domains are ['a', 'b']. Set strategy.fill=zero (missing domains get 0) or "
+        "strategy.fill=uniform (each missing domain gets 1/m) to transfer anyway"
+    )
+    with caplog.at_level("WARNING", logger="rnb.balance.strategies.static"):
+        _weights(Static({"a": 1.0, "z": 1.0}, fill="zero"), ["a", "b"])
+        _weights(Static({"a": 1.0, "z": 0.25}, fill="uniform"), ["a", "b", "c"])
+    assert caplog.messages == [
+        "strategy.weights: strategy.fill=zero: missing domains ['b'] get 0; extra domains "
+        "['z'] dropped (weight 1); the rest renormalised",
+        "strategy.weights: strategy.fill=uniform: missing domains ['b', 'c'] get 1/m = 0.3333; "
+        "extra domains ['z'] dropped (weight 0.25); the rest renormalised",
+    ]
+
+
+def test_static_refusals_and_records_are_exact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError) as info:
+        Static([1.0, 2.0], fill="zero")
+    assert str(info.value) == (
+        "strategy.fill=zero applies to weights keyed by domain ({domain: weight} or "
+        "strategy.from_summary); a list needs one weight per domain, in domain order"
+    )
+    for kw in ({"weights": [1.0]}, {"weights": [1.0], "from_summary": "s.json"}):
+        with pytest.raises(ValueError) as info:
+            Static(**kw, check_fingerprint=False)
+        assert str(info.value) == "strategy.check_fingerprint applies only to strategy.from_summary"
+    listed = Static([1, 1, 2])
+    assert listed.describe()["transfer"] == {}  # nothing matched yet
+    with caplog.at_level("INFO", logger="rnb.balance.strategies.static"):
+        _weights(listed, ["a", "b", "c"])
+        _weights(Static([0.25, 0.25, 0.5]), ["a", "b", "c"])  # sums to 1: nothing to say
+    assert listed.describe()["transfer"] == {
+        "source": "strategy.weights", "fill": "error", "sum_given": 4.0, "sum_matched": 4.0
+    }  # fmt: skip
+    assert caplog.messages == ["strategy.weights: weights sum to 4; renormalised to 1"]
+    failure = {"step": 3, "reason": "non-finite training loss"}
+    src = _summary(tmp_path / "d.json", ["a"], [1.0], status="diverged", failure=failure)
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=src), ["a"])
+    assert str(info.value) == (
+        f"strategy.from_summary='{src}': that run diverged at step 3 (non-finite training "
+        "loss); its weights are no result: point strategy.from_summary at a completed run"
+    )
+    k2 = _summary(tmp_path / "k2.json", ["c00", "c01"], [0.5, 0.5], regroup_fp="aaa")
+    with pytest.raises(ValueError) as info:
+        _weights(Static(from_summary=k2), ["c00"], "regroup:bbb")
+    # both problems, joined by "; ": the fingerprint first, then the name mismatch
+    assert "transfer by name anyway; the weights do not match this run's domains: missing []" in (
+        str(info.value)
+    )

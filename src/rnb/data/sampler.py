@@ -216,8 +216,8 @@ class MixtureBatchSampler:
             if not match:
                 raise RuntimeError(
                     f"sampler state for batch {consumed_batches} is no longer in the history "
-                    f"(drawn {self._batch}, history {len(self._history)}): raise data.prefetch "
-                    "history or lower num_workers * prefetch_factor"
+                    f"(drawn {self._batch}, history {len(self._history)}): lower "
+                    "data.num_workers (a loader draws num_workers * prefetch_factor batches ahead)"
                 )
             batch, cycle, cursor = match[0]
         return {
