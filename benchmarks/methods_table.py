@@ -108,7 +108,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="rnb-methods-"))
     methods = list(args.methods)
     # DoReMi needs the same seed's stratified run as reference; its final stage the proxy run
-    for need, by in (("stratified", "doremi"), ("doremi", "doremi→final")):
+    for need, by in (("doremi", "doremi→final"), ("stratified", "doremi")):
         if by in methods and need not in methods:
             methods.insert(0, need)
     methods.sort(key=list(METHODS).index)

@@ -1,0 +1,51 @@
+"""benchmarks/methods_table.py: DoReMi's chain, the table's cells, resumability."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "methods_table.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("methods_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_methods_table_runs_doremi_chain_and_tabulates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _load()
+    out = tmp_path / "bench"
+    argv = ["methods_table.py", "--methods", "doremi→final", "rnb", "--seeds", "0"]
+    argv += ["--groupings", "predefined", "--out", str(out), *TINY, "initial_eval=false"]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    # doremi→final pulled in its chain: the stratified reference, then the DoReMi proxy
+    for method in ("stratified", "doremi", "doremi_to_final", "rnb"):
+        assert (out / "predefined" / method / "seed0" / "summary.json").exists(), method
+    proxy = json.loads((out / "predefined" / "doremi" / "seed0" / "summary.json").read_text())
+    final = json.loads(
+        (out / "predefined" / "doremi_to_final" / "seed0" / "summary.json").read_text()
+    )
+    assert final["final_weights"] == pytest.approx(proxy["average_weights"], abs=1e-12)
+    table = (out / "methods_table.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert list(rows) == ["stratified", "doremi", "doremi→final", "rnb"]
+    assert f"{proxy['eval_loss']:.3f}" in rows["doremi"]
+    assert rows["doremi→final"].rstrip(" |").endswith("2")  # reference + proxy runs
+    first = capsys.readouterr().out
+    bench.main()  # resumable: every run is kept, only the table is rebuilt
+    assert "seed 0: eval_loss" not in capsys.readouterr().out
+    assert "seed 0: eval_loss" in first
