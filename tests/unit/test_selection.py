@@ -439,10 +439,11 @@ def test_validation_messages() -> None:
         with pytest.raises(ValueError) as err:
             sweep(data, kmeans, values)
         assert str(err.value) == message
-    # 2 passes the validation (a sample of 2 can never be scored, so the value is excluded)
-    with pytest.warns(UserWarning, match="silhouette is undefined"):
-        res = sweep(X, lambda v: Fixed(_PAIRS), [2], silhouette_sample=2)
-    assert res.silhouette_sample == 2
+    # a sample of 2 can never be scored: refused up front, 3 is the smallest accepted
+    with pytest.raises(ValueError) as err:
+        sweep(X, kmeans, [2], silhouette_sample=2)
+    assert str(err.value) == "regroup.silhouette_sample: need >= 3 or null, got 2"
+    assert sweep(X, kmeans, [2], silhouette_sample=3).silhouette_sample == 3
 
 
 def test_sweep_messages_warnings_and_recorded_settings(

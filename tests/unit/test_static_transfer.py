@@ -246,3 +246,18 @@ def test_static_refusals_and_records_are_exact(
     assert "transfer by name anyway; the weights do not match this run's domains: missing []" in (
         str(info.value)
     )
+
+
+def test_damaged_summary_with_short_weights_names_the_file(tmp_path: Path) -> None:
+    """A trajectory entry with fewer weights than domains: an error naming the file."""
+    path = tmp_path / "summary.json"
+    summary = {
+        "status": "completed",
+        "domains": ["a", "b", "c"],
+        "weights_trajectory": [{"step": 0, "weights": [0.5, 0.5]}],
+    }
+    path.write_text(json.dumps(summary))
+    with pytest.raises(ValueError) as err:
+        _weights(Static(from_summary=str(path)), ["a", "b", "c"])
+    assert str(path) in str(err.value)
+    assert "weights_trajectory has 2 weights for 3 domains" in str(err.value)

@@ -186,8 +186,10 @@ def _validate(
         raise ValueError(
             f"regroup.silhouette_metric: {silhouette_metric!r} not in {_SILHOUETTE_METRICS}"
         )
-    if silhouette_sample is not None and int(silhouette_sample) < 2:
-        raise ValueError(f"regroup.silhouette_sample: need >= 2 or null, got {silhouette_sample}")
+    # A silhouette needs k >= 2 clusters with at least one of them holding 2 points: a
+    # sample of 2 can never score, so 3 is the smallest useful size.
+    if silhouette_sample is not None and int(silhouette_sample) < 3:
+        raise ValueError(f"regroup.silhouette_sample: need >= 3 or null, got {silhouette_sample}")
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"embedder: need a non-empty 2-D [n, d] embedding array, got {X.shape}")
     if not all_finite(X):

@@ -107,6 +107,16 @@ class Static(MixingStrategy):
         traj = summary.get("weights_trajectory") or []
         if not traj:
             raise ValueError(f"strategy.from_summary='{path}' has an empty weights_trajectory")
+        domains = list(summary.get("domains") or [])
+        for name, weights in [("weights_trajectory", t["weights"]) for t in traj] + [
+            ("average_weights", summary.get("average_weights") or domains)
+        ]:
+            if len(weights) != len(domains):
+                raise ValueError(
+                    f"strategy.from_summary='{path}': {name} has {len(weights)} weights for "
+                    f"{len(domains)} domains {domains}: the file is damaged or was edited; "
+                    "point strategy.from_summary at a summary.json written by rnb-train"
+                )
         w = np.asarray([t["weights"] for t in traj], dtype=np.float64)
         if not self.average:
             chosen = w[-1]
@@ -117,7 +127,7 @@ class Static(MixingStrategy):
         else:  # a summary written before average_weights existed: mean over the trajectory
             chosen = w.mean(axis=0)
             self._averaged = "trajectory mean (the summary has no average_weights)"
-        return list(summary["domains"]), chosen, _source_fp(summary)
+        return domains, chosen, _source_fp(summary)
 
     def _fingerprint_problem(self, source_fp: str | None) -> str | None:
         mine = self.ctx.domain_fingerprint
