@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 
 
@@ -18,3 +20,23 @@ class CrashAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise Crash(f"killed at step {self.step}")
+
+
+def full_and_resumed(over: list[str], root: Path, crash_at: int) -> tuple[dict, dict]:
+    """An uninterrupted run and the same run killed before step ``crash_at`` + resumed.
+
+    Returns ``(full, resumed)`` summaries; runs write to ``root/full`` and ``root/part``.
+    """
+    from rnb.config import compose
+    from rnb.train import train
+
+    full = train(compose("train", [*over, f"output_dir={root / 'full'}"]))
+    part = [*over, f"output_dir={root / 'part'}"]
+    try:
+        train(compose("train", part), callbacks=[CrashAt(crash_at)])
+    except Crash:
+        pass
+    else:  # pragma: no cover - the crash is the point of the helper
+        raise AssertionError(f"the run did not reach step {crash_at}")
+    resumed = train(compose("train", [*part, "resume=auto"]))
+    return full, resumed

@@ -14,7 +14,7 @@ from rnb.balance.sandbox import Sandbox
 from rnb.config import compose
 from rnb.train import train
 from tests.conftest import TINY
-from tests.helpers import Crash, CrashAt
+from tests.helpers import Crash, CrashAt, full_and_resumed
 
 SANDBOXED = "strategy._target_=tests.detour_strategies.SandboxedNoop"
 INLINE = "strategy._target_=tests.detour_strategies.InlineProbe"
@@ -138,11 +138,7 @@ def test_skillit_resume_after_graph_estimation_is_exact(
         "initial_eval=false",
         "logger=none",
     ]
-    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):
-        train(compose("train", part), callbacks=[CrashAt(7)])  # checkpoint at step 6
-    resumed = train(compose("train", [*part, "resume=auto"]))
+    full, resumed = full_and_resumed(over, tmp_path, crash_at=7)  # checkpoint at step 6
     assert [r["step"] for r in resumed["resumes"]] == [6]
     np.testing.assert_array_equal(_traj(resumed), _traj(full))
     assert resumed["strategy"]["skills_graph"] == full["strategy"]["skills_graph"]

@@ -15,7 +15,7 @@ import pytest
 from rnb.config import compose
 from rnb.train import train
 from tests.conftest import TINY
-from tests.helpers import Crash, CrashAt
+from tests.helpers import full_and_resumed
 from tests.integration.test_readme_commands import README, readme_commands
 
 QUIET = ["initial_eval=false", "logger=none"]
@@ -82,11 +82,9 @@ def test_doremi_resume_mid_round_is_exact(tmp_path: Path, one_domain_reference: 
         f"strategy.reference={one_domain_reference}",
         "checkpoint.every_n_train_steps=3",
     ]
-    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):  # last checkpoint at step 6: two steps into round 2 (K = 4)
-        train(compose("train", part), callbacks=[CrashAt(7)])
-    resumed = train(compose("train", [*part, "resume=auto"]))
+    full, resumed = full_and_resumed(
+        over, tmp_path, crash_at=7
+    )  # last checkpoint at step 6: two steps into round 2 (K = 4)
     a = np.array([t["weights"] for t in full["weights_trajectory"]])
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     assert a.shape == (4, 6) and np.abs(a[-1] - a[0]).max() > 1e-3  # the weights moved

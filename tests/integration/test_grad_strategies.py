@@ -17,7 +17,7 @@ import pytest
 from rnb.config import compose
 from rnb.train import train
 from tests.data_files import FILES
-from tests.helpers import Crash, CrashAt
+from tests.helpers import full_and_resumed
 from tests.integration.test_ddp import _rnb_train
 
 LETTERS = ("abcde", "fghij", "klmno", "pqrst")
@@ -81,11 +81,9 @@ def _resume_is_exact(tmp_path: Path, strategy: str) -> None:
         "trainer.max_steps=16",
         "checkpoint.every_n_train_steps=3",
     ]
-    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):  # last checkpoint at step 9: one step into round 3
-        train(compose("train", part), callbacks=[CrashAt(10)])
-    resumed = train(compose("train", [*part, "resume=auto"]))
+    full, resumed = full_and_resumed(
+        over, tmp_path, crash_at=10
+    )  # last checkpoint at step 9: one step into round 3
     a = np.array([t["weights"] for t in full["weights_trajectory"]])
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     assert a.shape == (5, 4)

@@ -18,7 +18,7 @@ import pytest
 from rnb.config import compose
 from rnb.train import train
 from tests.data_files import FILES
-from tests.helpers import Crash, CrashAt
+from tests.helpers import full_and_resumed
 
 EASY = {
     "cat": "the cat sat on the mat",
@@ -86,11 +86,9 @@ def test_odm_resume_mid_round_is_exact(tmp_path: Path) -> None:
         "checkpoint.every_n_train_steps=5",
         "logger=none",
     )
-    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):  # last checkpoint at step 10: one step into round 4 (9..12)
-        train(compose("train", part), callbacks=[CrashAt(11)])
-    resumed = train(compose("train", [*part, "resume=auto"]))
+    full, resumed = full_and_resumed(
+        over, tmp_path, crash_at=11
+    )  # last checkpoint at step 10: one step into round 4 (9..12)
     a = np.array([t["weights"] for t in full["weights_trajectory"]])
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     assert a.shape == (6, 4) and np.abs(a[-1] - 0.25).max() > 1e-3  # it moved

@@ -10,7 +10,7 @@ import pytest
 
 from rnb.config import compose
 from rnb.train import train
-from tests.helpers import Crash, CrashAt
+from tests.helpers import full_and_resumed
 
 
 @pytest.mark.parametrize("mode", ["exact", "sketch"])
@@ -50,11 +50,9 @@ def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]
         "checkpoint.every_n_train_steps=3",
         "initial_eval=false",
     ]
-    full = train(compose("train", [*over, f"output_dir={tmp_path / 'full'}"]))
-    part = [*over, f"output_dir={tmp_path / 'part'}"]
-    with pytest.raises(Crash):  # last checkpoint at step 9: one step into round 3
-        train(compose("train", part), callbacks=[CrashAt(10)])
-    resumed = train(compose("train", [*part, "resume=auto"]))
+    full, resumed = full_and_resumed(
+        over, tmp_path, crash_at=10
+    )  # last checkpoint at step 9: one step into round 3
     a = np.array([t["weights"] for t in full["weights_trajectory"]])
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     np.testing.assert_allclose(a, b, atol=1e-9)
