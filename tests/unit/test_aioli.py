@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,21 @@ def test_one_hot_factor_checked_against_m() -> None:
     s = Aioli(one_hot_factor=0.2)  # <= 1/m for m = 4
     with pytest.raises(ValueError, match="strategy.one_hot_factor"):
         s.setup(_ctx(4))
+
+
+def test_run_ending_inside_the_first_learnparams_is_refused() -> None:
+    """A run of <= m·r·s (+ prior) steps would train only on perturbed mixtures and still
+    complete like a result; it is refused with the keys to change (aioli_paper at 12 steps
+    used to complete with uniform final weights and 0 rounds)."""
+    ctx = MixtureContext(
+        [f"d{i}" for i in range(6)], np.full(6, 10), np.full(6, 1 / 6), max_steps=120
+    )
+    with pytest.raises(ValueError, match=r"ends at step 120 .*trainer.max_steps=120") as err:
+        Aioli(lp_rounds=2, lp_steps=10).setup(ctx)
+    assert "strategy.lp_rounds" in str(err.value) and "strategy.lp_steps" in str(err.value)
+    Aioli(lp_rounds=2, lp_steps=10).setup(replace(ctx, max_steps=121))  # one Aioli step: fine
+    Aioli(lp_rounds=2, lp_steps=10).setup(replace(ctx, max_steps=None))  # no step limit
+    with pytest.raises(ValueError, match=r"strategy.prior_steps=5"):
+        Aioli(lp_rounds=2, lp_steps=10, prior={"weights": [1] * 6}, prior_steps=5).setup(
+            replace(ctx, max_steps=121)
+        )

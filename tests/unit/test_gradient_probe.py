@@ -219,7 +219,7 @@ def test_bad_settings_name_the_key(kw: dict[str, Any], match: str) -> None:
         GradientProbe(**kw)
 
 
-def test_from_config_takes_the_target_from_the_strategy() -> None:
+def test_from_config_takes_the_target_from_the_strategy(tmp_path: Path) -> None:
     from rnb.balance.services.base import build_services
     from rnb.balance.strategies.dga import DGA
     from rnb.balance.strategies.doge import DoGE
@@ -229,8 +229,20 @@ def test_from_config_takes_the_target_from_the_strategy() -> None:
     assert isinstance(svc, GradientProbe) and svc.target is None and svc.batch_size == 4
     (svc,) = build_services(DGA.needs, probe, DGA())
     assert svc.target == "eval" and svc.eval_size == 32 and svc.seed == 1
-    file_probe = {**probe, "target_path": "t.jsonl"}
+    target = tmp_path / "t.jsonl"
+    target.write_text('{"text": "x"}\n')
+    file_probe = {**probe, "target_path": str(target)}
     (svc,) = build_services(DGA.needs, file_probe, DGA(target="file"))
-    assert svc.target == "file" and svc.target_path == "t.jsonl"
+    assert svc.target == "file" and svc.target_path == str(target)
     with pytest.raises(ValueError, match=r"strategy\.target=train uses no target"):
         build_services(DoGE().needs, file_probe, DoGE())
+
+
+def test_missing_target_file_fails_at_build_time(tmp_path: Path) -> None:
+    """A typo in balance.probe.target_path used to fail only after data prep and the
+    initial evaluation (a failed run dir with logs); now the service refuses it when built."""
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(FileNotFoundError, match=r"balance\.probe\.target_path=.*missing\.jsonl"):
+        GradientProbe(target="file", target_path=str(missing))
+    missing.write_text('{"text": "x"}\n')
+    assert GradientProbe(target="file", target_path=str(missing)).target_path == str(missing)

@@ -136,6 +136,17 @@ def test_load_graph_validation(tmp_path: Path) -> None:
         load_graph(str(text), NAMES)
 
 
+def test_missing_graph_file_fails_at_construction(tmp_path: Path) -> None:
+    """strategy.graph=missing.npy used to fail only in setup, after data prep and the
+    initial evaluation (a failed run dir with logs); the strategy now refuses it when built."""
+    with pytest.raises(ValueError, match=r"strategy.graph='missing.npy': no such file.*identity"):
+        SkillIt(graph="missing.npy")
+    path = tmp_path / "g.npy"
+    np.save(path, np.eye(3))
+    assert SkillIt(graph=str(path)).graph == str(path)
+    assert SkillIt(graph="identity").graph == "identity"
+
+
 def test_binary_graph_off_diagonal_ones(tmp_path: Path) -> None:
     path = tmp_path / "binary.npy"
     np.save(path, np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]]))

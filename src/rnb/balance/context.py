@@ -34,6 +34,7 @@ def mixture_context(trainer: L.Trainer, dm: Any, output_dir: Path) -> MixtureCon
             if trainer.max_steps and trainer.max_steps > 0
             else None
         ),
+        max_steps=int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None,
     )
 
 

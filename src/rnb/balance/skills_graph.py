@@ -44,6 +44,21 @@ def estimate_graph(results: Sequence[DetourResult], m: int) -> np.ndarray:
     return A
 
 
+def graph_path(spec: str) -> Path:
+    """The file of a ``strategy.graph`` path spec (not ``estimate``/``identity``).
+
+    Raises:
+        ValueError: no such file (the message names ``strategy.graph`` and the choices).
+    """
+    path = Path(os.path.expanduser(str(spec)))
+    if not path.is_file():
+        raise ValueError(
+            f"strategy.graph={spec!r}: no such file; use 'estimate', 'identity' or the "
+            "path of an [m, m] .npy (e.g. another run's skills_graph.npy)"
+        )
+    return path
+
+
 def load_graph(
     spec: str, names: Sequence[str], binary_off_diagonal: float | None = None
 ) -> np.ndarray:
@@ -63,12 +78,7 @@ def load_graph(
     m = len(names)
     if spec == "identity":
         return np.eye(m)
-    path = Path(os.path.expanduser(str(spec)))
-    if not path.is_file():
-        raise ValueError(
-            f"strategy.graph={spec!r}: no such file; use 'estimate', 'identity' or the "
-            "path of an [m, m] .npy (e.g. another run's skills_graph.npy)"
-        )
+    path = graph_path(spec)
     try:
         A = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
     except (ValueError, OSError) as err:

@@ -32,6 +32,7 @@ import fnmatch
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -125,6 +126,15 @@ class GradientProbe(SignalService):
             raise ValueError(f"strategy.target='{target}': choose one of train, eval, file")
         if target == "file" and not target_path:
             raise ValueError("strategy.target=file needs balance.probe.target_path (a file)")
+        # Checked here, at build time, so a typo fails before data prep and the initial
+        # evaluation rather than leaving a failed run dir behind (hf: names load later).
+        local = target == "file" and not str(target_path).startswith("hf:")
+        if local and not Path(str(target_path)).expanduser().exists():
+            raise FileNotFoundError(
+                f"balance.probe.target_path='{target_path}' does not exist (needed by "
+                "strategy.target=file): give an existing .jsonl/.json/.parquet/.csv file, "
+                "a save_to_disk directory or hf:<name>"
+            )
         if target != "file" and target_path:  # a set key that would do nothing
             used = "the eval probe set" if target == "eval" else "no target batch"
             raise ValueError(

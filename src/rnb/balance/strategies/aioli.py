@@ -123,6 +123,31 @@ class Aioli(MixingStrategy):
         perturbation_matrix(ctx.num_domains, self.one_hot_factor)  # validates f against m
         if self._prior is not None:
             self._prior.setup(ctx)
+        self._check_run_length(ctx)
+
+    def _check_run_length(self, ctx: MixtureContext) -> None:
+        """Refuse a run that ends inside its first LearnParams.
+
+        Such a run trains only on perturbed mixtures and never on an Aioli mixture, yet
+        would complete like a result (``final_weights`` uniform, ``rounds`` 0).
+
+        Raises:
+            ValueError: ``strategy.prior_steps + m · lp_rounds · lp_steps >= trainer.max_steps``
+                (names the keys to change).
+        """
+        m = ctx.num_domains
+        if ctx.max_steps is None or m == 1:
+            return
+        first = self.prior_steps + m * self.lp_rounds * self.lp_steps
+        if first >= ctx.max_steps:
+            raise ValueError(
+                f"strategy=aioli: the first LearnParams ends at step {first} "
+                f"(strategy.prior_steps={self.prior_steps} + {m} domains x "
+                f"strategy.lp_rounds={self.lp_rounds} x strategy.lp_steps={self.lp_steps}), "
+                f"but trainer.max_steps={ctx.max_steps}: the run would never train on an "
+                f"Aioli mixture. Raise trainer.max_steps above {first} or lower "
+                "strategy.lp_rounds / strategy.lp_steps"
+            )
 
     def initial_weights(self) -> np.ndarray:
         return (

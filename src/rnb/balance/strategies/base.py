@@ -38,6 +38,8 @@ class MixtureContext:
             (``[m]``; ``None`` when the DataModule does not say).
         example_budget: training examples the run will draw (``max_steps ×`` global batch
             size; ``None`` when the run has no step limit).
+        max_steps: the run's ``trainer.max_steps`` (``None`` when the run has no step
+            limit), so a strategy can refuse a run too short for it to act.
     """
 
     domain_names: list[str]
@@ -48,6 +50,7 @@ class MixtureContext:
     domain_fingerprint: str | None = None
     domain_tokens: np.ndarray | None = None
     example_budget: int | None = None
+    max_steps: int | None = None
 
     @staticmethod
     def domain_definition(domain_field: str | None, regroup_fingerprint: str | None) -> str:

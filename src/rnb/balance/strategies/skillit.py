@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from rnb.balance.detour_plan import Detour, DetourResult
-from rnb.balance.skills_graph import estimate_graph, load_graph, save_graph
+from rnb.balance.skills_graph import estimate_graph, graph_path, load_graph, save_graph
 from rnb.balance.strategies.base import MixingStrategy, MixtureContext, RoundStats
 
 __all__ = ["SkillIt", "skillit_weights"]
@@ -96,6 +96,8 @@ class SkillIt(MixingStrategy):
         if binary_off_diagonal is not None and graph in ("estimate", "identity"):
             raise ValueError("strategy.binary_off_diagonal applies to a loaded graph (a path)")
         Detour(steps=1, domain=0, lr=graph_lr)  # validates graph_lr early
+        if graph not in ("estimate", "identity"):
+            graph_path(graph)  # a typo fails at build time, before data prep and evaluation
         self.graph = graph
         self.graph_steps = int(graph_steps)
         self.graph_lr = graph_lr
