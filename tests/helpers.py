@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import lightning as L
 
@@ -40,3 +42,13 @@ def full_and_resumed(over: list[str], root: Path, crash_at: int) -> tuple[dict, 
         raise AssertionError(f"the run did not reach step {crash_at}")
     resumed = train(compose("train", [*part, "resume=auto"]))
     return full, resumed
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (not a package) as a module."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(module)
+    return module

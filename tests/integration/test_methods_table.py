@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,23 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "methods_table.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("methods_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark
 
 
 @pytest.mark.slow
 def test_methods_table_runs_doremi_chain_and_tabulates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load()
+    bench = load_benchmark("methods_table")
     out = tmp_path / "bench"
     argv = ["methods_table.py", "--methods", "doremi→final", "rnb", "--seeds", "0"]
     argv += ["--groupings", "predefined", "--out", str(out), *TINY, "initial_eval=false"]

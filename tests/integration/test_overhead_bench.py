@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-pytest.importorskip("greenlet")
+from tests.helpers import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
+pytest.importorskip("greenlet")
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("overhead_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("overhead")
 
 
 def test_runs_interleave_step_by_step_in_abba_order(tiny_overrides: list[str]) -> None:
