@@ -160,8 +160,10 @@ def _mutmut_config(mod: Module, tests: list[str]) -> str:
         f"only_mutate = {arr(mod.paths)}\n"
         f'also_copy = ["conf", "benchmarks"]\n'
         f"pytest_add_cli_args_test_selection = {arr(tests)}\n"
-        # tests that need a GPU or are slow stay out, as in the default run
-        'pytest_add_cli_args = ["-m", "not slow and not gpu and not ddp", "-p", "no:cacheprovider"]\n'
+        # the subset is chosen by node id above, slow ones included (a kill + resume inside a
+        # detour is slow but pins the callback's state); GPU and DDP tests stay out (DDP ranks
+        # are subprocesses that would import the unmutated package)
+        'pytest_add_cli_args = ["-m", "not gpu and not ddp", "-p", "no:cacheprovider"]\n'
         # torch is not fork-safe once its thread pools started: fork workers from a clean server
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"

@@ -50,6 +50,7 @@ def test_sandboxed_detours_leave_no_trace_and_are_metered(
     assert same["detours"] == {"evaluations": 8, "sandboxed_steps": 0, "inline_steps": 6}
 
 
+@pytest.mark.slow
 def test_inline_detours_resume_inside_a_detour_exactly(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
@@ -222,6 +223,7 @@ def _planted_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_skillit_estimates_a_planted_skills_graph(tmp_path: Path) -> None:
     path = tmp_path / "planted.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _planted_rows(1200, 0)))

@@ -74,6 +74,7 @@ def test_doremi_raises_the_domain_with_the_largest_excess_loss(
         assert spy.loss_weights is None
 
 
+@pytest.mark.slow
 def test_doremi_resume_mid_round_is_exact(tmp_path: Path, one_domain_reference: Path) -> None:
     over = [
         *TINY,

@@ -55,7 +55,7 @@ def _odm(tmp: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("reward", ["importance", "smoothed"])
+@pytest.mark.parametrize("reward", ["importance", pytest.param("smoothed", marks=pytest.mark.slow)])
 def test_odm_raises_the_domain_with_the_highest_training_loss(tmp_path: Path, reward: str) -> None:
     over = _odm(tmp_path, f"strategy.reward={reward}", "trainer.max_steps=40")
     summary = train(compose("train", [*over, f"output_dir={tmp_path / 'run'}"]))
@@ -77,6 +77,7 @@ def test_odm_raises_the_domain_with_the_highest_training_loss(tmp_path: Path, re
     assert summary["starved_domains"] == []  # per-step rounds are judged over >= 100 draws
 
 
+@pytest.mark.slow
 def test_odm_resume_mid_round_is_exact(tmp_path: Path) -> None:
     over = _odm(
         tmp_path,
