@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from rnb.regroup.advice import advise_rows
 from rnb.regroup.assign import Assignment, distance_to_own_centroid
 from rnb.regroup.postprocess import centroids as compute_centroids
 from rnb.regroup.selection import SweepResult
@@ -109,6 +110,8 @@ def _selection(sweep: SweepResult) -> dict[str, Any]:
     if ru is not None and ru["score"] is not None:
         why += f"; runner-up {sweep.param}={ru['value']} (k={ru['k']}) with {ru['score']:.4g}"
     d["why"] = why
+    advice = advise_rows(d["rows"], ch["value"], param=sweep.param, metric=sweep.metric)
+    d["advice"] = advice.to_dict() if advice is not None and advice.flagged else None
     return d
 
 
@@ -248,6 +251,8 @@ def _markdown(r: dict[str, Any]) -> str:
     sel = r["selection"]
     if sel is not None:
         md += ["## Choice of k", "", sel["why"] + ".", ""]
+        if sel.get("advice"):
+            md += [f"**Note:** {sel['advice']['message']}", ""]
         hdr = [
             sel["param"],
             "k found",
