@@ -81,10 +81,16 @@ class Group:
 
     @property
     def short_label(self) -> str:
-        """``RnB · regrouped`` plus the differing values (for legends)."""
+        """``RnB · regrouped [k_values=[8]]``: the differing keys' last parts (for legends)."""
         text = f"{self.strategy} · {self.grouping.split(' ', 1)[0]}"
         if self.differs:
-            text += " [" + ", ".join(_short(v) for v in self.differs.values()) + "]"
+            text += (
+                " ["
+                + ", ".join(
+                    f"{k.rsplit('.', 1)[-1]}={_short(v, 24)}" for k, v in self.differs.items()
+                )
+                + "]"
+            )
         return text
 
     @property

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import linregress
 
 from rnb.regroup.advice import KSweepAdvice, advise
 from rnb.regroup.sweep_result import METRICS
@@ -63,7 +62,8 @@ def k_sweep_data(groups: Sequence[Group]) -> KSweepData | None:
             chosen = next((r for r in rows if r["value"] == rg["chosen"]["value"]), {})
             sil, loss = chosen.get("silhouette"), run.number("eval_loss")
             if sil is not None and math.isfinite(loss):
-                points.append((g.strategy, len(run.summary.get("domains") or []), float(sil), loss))
+                k = rg.get("k") or len(run.summary.get("domains") or [])
+                points.append((g.strategy, int(k), float(sil), loss))
     if not scores:
         return None
     curve = {
@@ -85,7 +85,7 @@ def r_squared(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    return float(linregress(x, y).rvalue ** 2)
+    return float(np.corrcoef(x, y)[0, 1] ** 2)
 
 
 def k_sweep(groups: Sequence[Group], data: KSweepData | None = None):
@@ -114,9 +114,9 @@ def k_sweep(groups: Sequence[Group], data: KSweepData | None = None):
         label = f"{strat}: R² = {r2:.2f}" if math.isfinite(r2) else f"{strat} (R²: needs ≥ 3 k)"
         right.plot(xs, ys, "o", color=f"C{i}", label=label)
         if math.isfinite(r2):
-            fit = linregress(xs, ys)
+            slope, intercept = np.polyfit(xs, ys, 1)
             grid = np.linspace(min(xs), max(xs), 20)
-            right.plot(grid, fit.intercept + fit.slope * grid, "--", color=f"C{i}", lw=1)
+            right.plot(grid, intercept + slope * grid, "--", color=f"C{i}", lw=1)
     k_chosen = data.curve[data.chosen][0]
     left.axvline(
         k_chosen, color="C3", ls="--", lw=1, label=f"chosen by {data.metric}: k={k_chosen}"

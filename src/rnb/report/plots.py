@@ -49,9 +49,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def shorten(name: str, width: int = 18) -> str:
-    """``name`` cut to ``width`` characters with an ellipsis (``information_extra…``)."""
+    """``name`` cut to ``width`` characters in the middle (``informat…xtraction``), so names
+    that share a long prefix (``task001_…``, ``task002_…``) stay distinguishable."""
     name = str(name)
-    return name if len(name) <= width else name[: width - 1] + "…"
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
 
 def top_domains(values: np.ndarray, n: int = TOP_DOMAINS) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +80,14 @@ class Run:
         return str(name or (str(target).rsplit(".", 1)[-1] if target else "?"))
 
     @property
-    def regrouped(self) -> bool:
-        """True when Regroup made the domains (``regroup`` set in the config)."""
-        return _regroup_label(_unflatten(self.config, "regroup")) != "none"
-
-    @property
     def grouping(self) -> str:
         """``predefined`` or ``regrouped (<clusterer>/<embedder>)``."""
         label = _regroup_label(_unflatten(self.config, "regroup"))
-        return "predefined" if label == "none" else f"regrouped ({label})"
+        if label == "none":
+            return "predefined"
+        if label.startswith("OriginalDomains"):  # regroup=original: predefined + its report
+            return "predefined (regroup=original)"
+        return f"regrouped ({label})"
 
     @property
     def seed(self) -> Any:
@@ -223,7 +223,8 @@ def _unfinished(run_dir: Path) -> Run:
 
 
 def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
-    """Every run below ``dirs`` (each a run dir, a multirun dir or any folder), sorted by path.
+    """Every run below ``dirs`` (each a run dir, a multirun dir or any folder), in path order
+    (numbers compared as numbers: job ``2`` before job ``10``).
 
     Raises:
         FileNotFoundError: a directory does not exist.
@@ -239,4 +240,9 @@ def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
             run_dir = cfg.parent.parent
             if run_dir.resolve() not in found and _is_training_job(_hydra_config(run_dir)):
                 found[run_dir.resolve()] = _unfinished(run_dir)
-    return [found[k] for k in sorted(found)]
+    return [found[k] for k in sorted(found, key=_natural)]
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key putting multirun job ``2`` before ``10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
