@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -132,3 +133,13 @@ def test_k_sweep_report_of_real_runs(tmp_path: Path) -> None:
         assert f"| {k} |" in md and f"regroup.k_values=[{k}]" in md
     assert (out / "report" / "figures" / "k_sweep.png").stat().st_size > 20_000
     assert "## Choice of k" in md
+
+
+def test_readme_embeds_a_small_committed_figure() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\((docs/figures/[^)]+\.png)\)", readme)
+    assert figures, "README.md embeds no docs/figures/*.png"
+    for rel in figures:
+        data = (root / rel).read_bytes()
+        assert data[:8] == PNG and 10_000 < len(data) < 100_000, rel
