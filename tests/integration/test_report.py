@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from rnb.cli.report import main
+from rnb.regroup.advice import summary_advice
 from rnb.report.tables import RESULT_COLUMNS
 from tests.cli import run_cli
 from tests.conftest import TINY
@@ -143,3 +144,22 @@ def test_readme_embeds_a_small_committed_figure() -> None:
     for rel in figures:
         data = (root / rel).read_bytes()
         assert data[:8] == PNG and 10_000 < len(data) < 100_000, rel
+
+
+def test_rnb_regroup_and_its_report_flag_an_edge_sweep(tmp_path: Path) -> None:
+    """The testbed has 20 latent skills: a 4-8-12 sweep peaks at its top edge, and the
+    printed table, ``regroup.md`` and ``regroup.json`` carry the same note."""
+    out = tmp_path / "rg"
+    proc = run_cli(
+        ["rnb-regroup", "data.synthetic.n_train=400", "data.synthetic.n_eval=80",
+         "regroup/embedder=tfidf", "regroup.embedder.progress=false",
+         "regroup.k_values=[4,8,12]", f"hydra.run.dir={out}"],
+        tmp_path,
+    )  # fmt: skip
+    summary = json.loads((out / "regroup_summary.json").read_text())
+    advice = summary_advice(summary)
+    assert summary["chosen"]["value"] == 12 and advice is not None and advice.edge == "high"
+    assert f"NOTE: {advice.message}" in proc.stdout
+    assert f"**Note:** {advice.message}" in (out / "regroup.md").read_text()
+    saved = json.loads((out / "regroup.json").read_text())["selection"]["advice"]
+    assert saved["suggested_k_values"] == advice.suggested == [12, 16, 20, 24, 28]
