@@ -163,3 +163,9 @@ def test_rnb_regroup_and_its_report_flag_an_edge_sweep(tmp_path: Path) -> None:
     assert f"**Note:** {advice.message}" in (out / "regroup.md").read_text()
     saved = json.loads((out / "regroup.json").read_text())["selection"]["advice"]
     assert saved["suggested_k_values"] == advice.suggested == [12, 16, 20, 24, 28]
+
+
+def test_readme_lists_the_report_csv_columns() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `report.csv` |"))
+    assert re.findall(r"`([a-z_]+)`", row.split("|")[2]) == RESULT_COLUMNS
