@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 #: console script -> module whose ``main`` it calls (pyproject ``[project.scripts]``).
-SCRIPTS = {"rnb-train": "rnb.train", "rnb-regroup": "rnb.cli.regroup"}
+SCRIPTS = {
+    "rnb-train": "rnb.train",
+    "rnb-regroup": "rnb.cli.regroup",
+    "rnb-report": "rnb.cli.report",
+}
 
 
 def run_cli(

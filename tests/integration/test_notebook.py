@@ -1,4 +1,5 @@
-"""The analysis notebook runs on a tiny run's outputs; the aggregation helpers are right."""
+"""The analysis notebook runs on tiny runs' outputs (its figures render inline through
+``rnb.report``); the aggregation helpers are right."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for strategy, seed in (("stratified", 0), ("natural", 0), ("stratified", 1)):
         over = [*TINY, "trainer.max_steps=8", f"strategy={strategy}", f"seed={seed}"]
         train(compose("train", [*over, f"output_dir={root / f'{strategy}_{seed}'}"]))
+    regrouped = [*TINY, "trainer.max_steps=8", "strategy=rnb", "regroup=kmeans",
+                 "regroup/embedder=tfidf", "regroup.embedder.progress=false",
+                 "regroup.k_values=[4,8]", f"output_dir={root / 'rnb_regrouped'}"]  # fmt: skip
+    train(compose("train", regrouped))  # the notebook's k-sweep and clusters cells
     return root
 
 
 def test_aggregate_tables(runs_dir: Path) -> None:
     runs = load_runs(runs_dir)
-    assert len(runs) == 3 and set(runs["strategy"]) == {"Stratified", "Natural"}
+    assert len(runs) == 4 and set(runs["strategy"]) == {"Stratified", "Natural", "RnB"}
     table = compare(runs)
     strat = table.loc[("Stratified", "none")]
     assert strat["n"] == 2
@@ -47,3 +52,10 @@ def test_notebook_executes(runs_dir: Path) -> None:
     NotebookClient(nb, timeout=180, kernel_name="python3").execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    # the figures render inline: Fig. 2, 3 (right), 5, 6 and the cluster sizes
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 5
+    text = "".join(
+        str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs
+    )
+    assert "top_terms" in text and "Stratified" in text and "4 runs, 4 completed" in text

@@ -8,6 +8,8 @@ README command means teaching this file how to run it). What is added to a comma
 * ``rnb-train``: the ``TINY`` overrides (those the command does not set itself) and a
   temporary ``hydra.run.dir`` / ``hydra.sweep.dir``; multirun (``-m``) runs as such.
 * ``rnb-regroup``: a small testbed and a temporary run dir.
+* ``rnb-report``: run on an earlier tiny run (the ``multirun/<date>/<time>`` placeholder);
+  ``report.md``, ``report.csv`` and ``runs.csv`` must appear in ``--out`` (or ``DIR/report``).
 * Commands using MiniLM, ``trainer=ddp_cpu`` or more than 4 multirun jobs are ``slow``;
   a MiniLM command also runs by default with ``regroup/embedder=tfidf`` (its overrides
   still parse and compose).
@@ -293,6 +295,18 @@ def run_mutation(cmd: Command, request: pytest.FixtureRequest) -> None:
     run_cli([sys.executable, *cmd.argv[1:], "--list"], ROOT, env=cmd.env)
 
 
+def run_report(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """``rnb-report DIR... [--out DIR]`` on an earlier tiny run; the report files must exist."""
+    workdir: Path = request.getfixturevalue("workdir")
+    real = _materialise(cmd, request)
+    run_cli(real.argv, workdir, env=real.env)
+    args = real.argv[1:]
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else Path(args[0]) / "report"
+    out = out if out.is_absolute() else workdir / out
+    for name in ("report.md", "report.csv", "runs.csv"):
+        assert (out / name).is_file(), f"README command {cmd.text!r} wrote no {out / name}"
+
+
 Runner = Callable[[Command, pytest.FixtureRequest], None]
 
 
@@ -307,6 +321,8 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
         return [("dry-run", run_mutation, False)]
     if cmd.argv[:2] == ["jupyter", "lab"]:
         return [("version", run_jupyter_lab, False)]
+    if prog == "rnb-report":
+        return [("verbatim", run_report, False)]
     if prog in ("rnb-train", "rnb-regroup"):
         app = "train" if prog == "rnb-train" else "regroup"
         heavy = "trainer=ddp_cpu" in cmd.overrides or ("-m" in cmd.argv and _n_jobs(cmd) > 4)

@@ -468,8 +468,11 @@ def test_sweep_messages_warnings_and_recorded_settings(
         middle = sweep(X, lambda v: Fixed(y) if v == TRUE_K else kmeans(v), [4, 5, 6])
         assert middle.chosen_row.value == TRUE_K and not caplog.messages  # not at an edge
         sweep(X, lambda v: Fixed(y), [6, 3, 4], silhouette_metric="cosine")
-    assert caplog.messages == [
-        "sweep chose n_clusters=3 at the edge of regroup.k_values [6, 3, 4]; consider widening it"
+    assert caplog.messages == [  # rnb.regroup.advice: edge (and flat: identical clusterings)
+        "sweep: The chosen n_clusters=3 is at the edge of regroup.k_values [3, 4, 6] (its "
+        "smallest value): the silhouette may keep rising beyond it; the silhouette scores are "
+        "nearly flat (spread 0 < 0.02), so the metric barely distinguishes the values. Try "
+        "regroup.k_values=[2,3] (or train a few values and compare their eval loss: a k sweep)."
     ]
     cos = sweep(X, lambda v: Fixed(y), [5], silhouette_metric="cosine", silhouette_sample=None)
     assert cos.silhouette_metric == "cosine" and cos.silhouette_sample is None

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnb.config import config_dir, enabled, hydra_output_dir
+from rnb.regroup.advice import summary_advice
 
 __all__ = ["format_summary", "main", "regroup"]
 
@@ -37,6 +38,9 @@ def regroup(cfg: DictConfig) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of the sweep and the chosen clustering."""
     lines = [f"chosen k = {summary['k']}  ({summary['why']})", ""]
+    advice = summary_advice(summary)
+    if advice is not None:
+        lines[1:1] = [f"NOTE: {advice.message}"]
     rows = summary.get("scores") or []
     if rows:
         lines.append(f"{'value':>6} {'k':>4} {'silhouette':>11} {'davies_b':>9} {'calinski_h':>11}")

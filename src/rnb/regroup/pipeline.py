@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Format version of a result folder; bump when the labels or reports change for the
 #: same inputs, so older cached results miss.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: regroup.json selection.advice (edge / flat sweep)
 _DEFAULT_K = (8, 12, 16, 20, 24, 28, 32)
 
 

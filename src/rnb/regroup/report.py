@@ -24,9 +24,11 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from rnb.regroup.advice import advise_rows
 from rnb.regroup.assign import Assignment, distance_to_own_centroid
 from rnb.regroup.postprocess import centroids as compute_centroids
 from rnb.regroup.selection import SweepResult
+from rnb.report.markdown import md_cell, md_table
 
 __all__ = ["build_report", "c_tf_idf", "write_report"]
 
@@ -109,6 +111,8 @@ def _selection(sweep: SweepResult) -> dict[str, Any]:
     if ru is not None and ru["score"] is not None:
         why += f"; runner-up {sweep.param}={ru['value']} (k={ru['k']}) with {ru['score']:.4g}"
     d["why"] = why
+    advice = advise_rows(d["rows"], ch["value"], param=sweep.param, metric=sweep.metric)
+    d["advice"] = advice.to_dict() if advice is not None and advice.flagged else None
     return d
 
 
@@ -225,20 +229,6 @@ def _agreement(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     }
 
 
-def _cell(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
-    return [*out, ""]
-
-
 def _markdown(r: dict[str, Any]) -> str:
     md = ["# Regroup report", ""]
     md.append(
@@ -248,6 +238,8 @@ def _markdown(r: dict[str, Any]) -> str:
     sel = r["selection"]
     if sel is not None:
         md += ["## Choice of k", "", sel["why"] + ".", ""]
+        if sel.get("advice"):
+            md += [f"**Note:** {sel['advice']['message']}", ""]
         hdr = [
             sel["param"],
             "k found",
@@ -269,7 +261,7 @@ def _markdown(r: dict[str, Any]) -> str:
             ]
             for i, row in enumerate(sel["rows"])
         ]
-        md += _table(hdr, rows)
+        md += md_table(hdr, rows)
     md += ["## Clusters", ""]
     hdr = ["id", "size", "share train", "share eval", "OOD eval", "top terms"]
     rows = [
@@ -283,26 +275,28 @@ def _markdown(r: dict[str, Any]) -> str:
         ]
         for c in r["clusters"]
     ]
-    md += _table(hdr, rows)
+    md += md_table(hdr, rows)
     md += ["### Representative examples", ""]
     for c in r["clusters"]:
         md.append(f"**Cluster {c['id']}**")
-        md += [f"- {_cell(e)}" for e in c["examples"]] or ["- (none)"]
+        md += [f"- {md_cell(e)}" for e in c["examples"]] or ["- (none)"]
         md.append("")
     if r["contingency"] is not None:
         md += ["## Clusters vs predefined domains", ""]
         ct = r["contingency"]
-        md += _table(["cluster", *ct["domains"]], [[i, *row] for i, row in enumerate(ct["counts"])])
+        md += md_table(
+            ["cluster", *ct["domains"]], [[i, *row] for i, row in enumerate(ct["counts"])]
+        )
     if r["agreement"] is not None:
         md += ["## Agreement with the reference grouping", ""]
-        md += _table(
+        md += md_table(
             ["grouping", "ARI", "NMI"], [[k, v["ari"], v["nmi"]] for k, v in r["agreement"].items()]
         )
     if r["ood"] is not None:
         o = r["ood"]
         md += ["## Out-of-distribution eval points", ""]
         md.append(
-            f"{o['count']} eval points ({_cell(o['share'])}) lie farther from their centroid than "
+            f"{o['count']} eval points ({md_cell(o['share'])}) lie farther from their centroid than "
             f"the {o['quantile']} quantile of that cluster's training distances."
         )
         md.append("")

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.metrics import silhouette_score
 
+from rnb.regroup.advice import advise
 from rnb.regroup.assign import all_finite, distance_to_own_centroid
 from rnb.regroup.postprocess import apply_noise_policy, merge_small_clusters
 from rnb.regroup.sweep_result import METRICS, SweepResult, SweepRow, _rank_key
@@ -364,14 +365,17 @@ def sweep(
             )
         best_i, best = 0, fallback
     assert best is not None
-    if len(vals) >= 3 and vals[best_i] in (min(vals), max(vals)):
-        # The optimum may lie outside the swept range (the curve is often U-shaped).
-        log.warning(
-            "sweep chose %s=%d at the edge of regroup.k_values %s; consider widening it",
-            param,
-            vals[best_i],
-            vals,
-        )
+    advice = advise(
+        [r.value for r in rows],
+        [float("nan") if r.excluded else r.score(metric) for r in rows],
+        vals[best_i],
+        param=param,
+        metric=metric,
+    )
+    if advice is not None and advice.flagged:
+        # The optimum may lie outside the swept range (the curve is often U-shaped), or the
+        # metric may not single out a value at all: say so, with the values to try next.
+        log.warning("sweep: %s", advice.message)
     return SweepResult(
         param=param,
         metric=metric,
