@@ -115,3 +115,14 @@ def test_digits_regroup_needs_the_features_embedder(tmp_path: Path) -> None:
         InstantiationException, match=r"column 'features' \(regroup/embedder=features\)"
     ):
         build_datamodule(cfg)
+
+
+def test_digits_gradient_probe_strategy_batches_feature_rows(tmp_path: Path) -> None:
+    """Probe services batch a feature split by its own keys; FLOPs count one row per image."""
+    over = [*DIGITS, "strategy=doge", "trainer.max_steps=20", "initial_eval=false"]
+    summary = train(compose("train", [*over, f"output_dir={tmp_path}"]))
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    # per round m = 10 probe batches of 16 images vs 10 steps x 32 images: 160 / 320
+    assert summary["overhead"]["flops_pct"] == pytest.approx(50.0)
+    traj = np.array([t["weights"] for t in summary["weights_trajectory"]])
+    np.testing.assert_allclose(traj.sum(axis=1), 1.0)

@@ -77,6 +77,9 @@ class FeatureSplit(Dataset):
         domain: ``[n]`` int64 domain ids.
     """
 
+    #: The arrays a batch holds (probe services batch rows of a split by these names).
+    batch_keys = ("features", "target", "domain")
+
     def __init__(self, features: np.ndarray, target: np.ndarray, domain: np.ndarray) -> None:
         self.features, self.target = features, target
         self.domain = np.asarray(domain, dtype=np.int64)
@@ -189,6 +192,17 @@ class FeatureDataModule(MixtureData, L.LightningDataModule, ABC):
             self._build_mixture()
             self._ready = True
         self._attach_rank()
+
+    def encode_file(self, path: str, key: str) -> FeatureSplit:
+        """Not available: a feature source has no reader for other files.
+
+        Raises:
+            ValueError: always, naming ``key`` (``balance.probe.target_path``).
+        """
+        raise ValueError(
+            f"{key}='{path}': {type(self).__name__} reads no data files; use the eval split "
+            "as the target (strategy.target=eval)"
+        )
 
     # ------------------------------------------------------------------ model contract
     def model_inputs(self) -> dict[str, Any]:
