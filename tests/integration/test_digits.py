@@ -14,19 +14,10 @@ from hydra.errors import InstantiationException
 from rnb.config import compose
 from rnb.models.classifier import ClassifierModule
 from rnb.train import build_datamodule, train
+from tests.conftest import DIGITS_TINY
 from tests.helpers import full_and_resumed
 
-#: A few seconds per run: 40 steps of 32 images, 4 rounds of 10 steps.
-DIGITS = [
-    "experiment=digits",
-    "trainer.max_steps=40",
-    "trainer.val_check_interval=20",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=5",
-    "balance.steps_per_round=10",
-    "checkpoint.every_n_train_steps=10",
-    "threads=1",
-]
+DIGITS = ["experiment=digits", *DIGITS_TINY]  # a few seconds per run: 4 rounds of 10 steps
 REGROUP = ["regroup=kmeans", "regroup/embedder=features", "regroup.k_values=[6,10]"]
 
 
