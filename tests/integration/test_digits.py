@@ -16,6 +16,7 @@ from rnb.models.classifier import ClassifierModule
 from rnb.train import build_datamodule, train
 from tests.conftest import DIGITS_TINY
 from tests.helpers import full_and_resumed
+from tests.integration.test_readme_claims import DOCUMENTED_KEYS
 
 DIGITS = ["experiment=digits", *DIGITS_TINY]  # a few seconds per run: 4 rounds of 10 steps
 REGROUP = ["regroup=kmeans", "regroup/embedder=features", "regroup.k_values=[6,10]"]
@@ -42,6 +43,7 @@ def test_digits_regroup_and_rnb_summary_is_complete(tmp_path: Path) -> None:
     cfg = compose("train", [*DIGITS, *REGROUP, "strategy=rnb", f"output_dir={tmp_path}"])
     summary = train(cfg)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert set(DOCUMENTED_KEYS) <= set(on_disk)  # the README's summary contract, complete
     assert on_disk["eval_accuracy"] == summary["eval_accuracy"]
     assert summary["status"] == "completed" and summary["steps"] == 40
     # Regroup clustered the 64-d pixel vectors (k picked from the sweep), eval by centroid
