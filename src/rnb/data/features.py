@@ -131,6 +131,7 @@ class FeatureDataModule(MixtureData, L.LightningDataModule, ABC):
         #: Feature data have no tokenizer (the resume fingerprint records ``None``).
         self.tokenizer = None
         self._ready = False
+        self._memo: tuple[FeatureSet, np.ndarray, np.ndarray] | None = None
         if regroup is not None and regroup.input_column != COLUMN:
             raise ValueError(
                 f"regroup.embedder: feature data ({type(self).__name__}) are clustered on "
@@ -146,7 +147,7 @@ class FeatureDataModule(MixtureData, L.LightningDataModule, ABC):
     # ------------------------------------------------------------------ splits and domains
     def _splits(self) -> tuple[FeatureSet, np.ndarray, np.ndarray]:
         """The examples and the sorted train / eval indices (read once)."""
-        if getattr(self, "_memo", None) is None:
+        if self._memo is None:
             data = self.load()
             index = list(range(data.target.shape[0]))
             train, ev = split_records(index, self.eval_fraction, self.seed, data.domain)  # type: ignore[arg-type]
