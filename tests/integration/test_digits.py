@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from rnb.config import compose
 from rnb.models.classifier import ClassifierModule
@@ -119,3 +120,23 @@ def test_digits_gradient_probe_strategy_batches_feature_rows(tmp_path: Path) -> 
     assert summary["overhead"]["flops_pct"] == pytest.approx(50.0)
     traj = np.array([t["weights"] for t in summary["weights_trajectory"]])
     np.testing.assert_allclose(traj.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(("seed", "ari"), [(0, 0.73), (1, 0.65), (2, 0.66)])
+def test_readme_digits_claims(seed: int, ari: float) -> None:
+    """The README's numbers about the data, the model and Regroup on the digits."""
+    cfg = compose("train", ["experiment=digits", *REGROUP[:2], f"seed={seed}", "threads=1"])
+    dm = build_datamodule(cfg)
+    reg = dm.regroup_summary
+    assert reg["k"] == 12  # the default k sweep with silhouette
+    assert round(reg["agreement"]["clusters_vs_reference"]["ari"], 2) == ari
+    assert (len(dm.train_data), len(dm.eval_data)) == (1438, 359)
+    if seed == 0:  # 1s and 5s each split into two style clusters of their own
+        target = dm.train_data.target
+        for digit, sizes in ((1, [46, 83]), (5, [59, 76])):
+            counts = np.bincount(dm.labels.train[target == digit], minlength=12)
+            assert sorted(counts)[-2:] == sizes, (digit, counts)
+            for c in np.argsort(counts)[-2:]:  # clusters made mostly of that digit
+                assert counts[c] / (dm.labels.train == c).sum() > 0.6
+        model = instantiate(cfg.model, domain_names=dm.domain_names, **dm.model_inputs())
+        assert model.num_parameters() == 4810
