@@ -140,3 +140,13 @@ def test_readme_digits_claims(seed: int, ari: float) -> None:
                 assert counts[c] / (dm.labels.train == c).sum() > 0.6
         model = instantiate(cfg.model, domain_names=dm.domain_names, **dm.model_inputs())
         assert model.num_parameters() == 4810
+
+
+def test_digits_doremi_is_refused_by_name(tmp_path: Path) -> None:
+    ref = tmp_path / "ref"
+    over = [*DIGITS, "trainer.max_steps=10", "initial_eval=false"]
+    train(compose("train", [*over, f"output_dir={ref}"]))
+    doremi = [*over, "strategy=doremi", f"strategy.reference={ref}", f"output_dir={tmp_path / 'x'}"]
+    with pytest.raises(ValueError, match=r"strategy=doremi .* DigitsDataModule .* has no tokens"):
+        train(compose("train", doremi))
+    assert json.loads((tmp_path / "x" / "summary.json").read_text())["status"] == "failed"
