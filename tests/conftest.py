@@ -32,6 +32,17 @@ TINY = [
     "checkpoint.every_n_train_steps=4",
 ]
 
+#: Overrides that shrink ``experiment=digits`` to a few seconds (40 steps, rounds of 10).
+DIGITS_TINY = [
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=5",
+    "balance.steps_per_round=10",
+    "checkpoint.every_n_train_steps=10",
+    "threads=1",
+]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(

@@ -39,9 +39,11 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     overrides = [f"{group}={option}", f"output_dir={tmp_path}"]
     if group == "data" and option == "files":
         overrides.append(f"data.train_path={tmp_path / 'x.jsonl'}")
+    if group == "data" and option == "digits":
+        overrides.append("model=mlp_classifier")  # the LM's config reads data.max_length
     if group == "strategy" and option == "static":
         overrides.append("strategy.weights=[1,1]")
-    if group == "model" and option != "tiny_gptneo":
+    if group == "model" and option not in ("tiny_gptneo", "mlp_classifier"):
         overrides.append(f"model.pretrained={_tiny_pretrained(tmp_path)}")
     cfg = compose("train", overrides)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
@@ -55,7 +57,10 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
 
         if not torch.cuda.is_available():
             pytest.skip("composes; instantiating a GPU trainer needs CUDA")
-    if group == "model":
+    if group == "model" and option == "mlp_classifier":
+        obj = instantiate(node, num_features=8, num_classes=3, domain_names=["a"], _convert_="all")
+        assert obj.num_parameters() > 0
+    elif group == "model":
         obj = instantiate(node, vocab_size=300, domain_names=["a", "b"], _convert_="all")
         assert obj.num_parameters() > 0
     elif group == "data":

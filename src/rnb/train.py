@@ -116,9 +116,8 @@ def build_run(
     dm = datamodule if datamodule is not None else build_datamodule(cfg)
     model = instantiate(
         cfg.model,
-        vocab_size=dm.vocab_size,
         domain_names=dm.domain_names,
-        eos_token_id=dm.tokenizer.eos_token_id,
+        **dm.model_inputs(),  # an LM's vocab_size / eos id; a classifier's feature / class counts
         _convert_="all",  # plain containers in hparams: checkpoints load with weights_only=True
     )
     strategy = instantiate(cfg.strategy, _convert_="all")
@@ -218,11 +217,13 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         if error is None:
             raise
         mixture = {}
-    tokens = trainer.global_step * dm.batch_size * trainer.world_size * dm.max_length
+    tokens = trainer.global_step * dm.batch_size * trainer.world_size * dm.tokens_per_example
     summary: dict[str, Any] = {
         **failure_record(error, trainer.global_step),
         "eval_loss": final.get("eval_loss"),
         "eval_loss_per_domain": final.get("eval_loss_per_domain"),
+        # the model's other eval metrics (a classifier's eval_accuracy[_per_domain])
+        **{k: v for k, v in final.items() if k.startswith("eval_")},
         "eval_loss_initial": record.eval_loss_initial,
         "domains": list(dm.domain_names),
         "eval_proportions": [float(x) for x in dm.eval_proportions],

@@ -10,6 +10,9 @@ README command means teaching this file how to run it). What is added to a comma
 * ``rnb-regroup``: a small testbed and a temporary run dir.
 * ``rnb-report``: run on an earlier tiny run (the ``multirun/<date>/<time>`` placeholder);
   ``report.md``, ``report.csv`` and ``runs.csv`` must appear in ``--out`` (or ``DIR/report``).
+* ``rnb-train experiment=digits``: ``DIGITS_TINY`` (40 steps) instead of ``TINY``.
+* ``python benchmarks/digits_table.py``: 40-step runs, with seed 0 only (default) and with
+  the README's seeds (``slow``); the printed table's rows and ``±`` cells are checked.
 * Commands using MiniLM, ``trainer=ddp_cpu`` or more than 4 multirun jobs are ``slow``;
   a MiniLM command also runs by default with ``regroup/embedder=tfidf`` (its overrides
   still parse and compose).
@@ -42,7 +45,7 @@ from packaging.requirements import Requirement
 
 from rnb.config import compose
 from tests.cli import run_cli
-from tests.conftest import TINY
+from tests.conftest import DIGITS_TINY, TINY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,6 +172,8 @@ def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> 
     )
     if any(_key(o) == "data" and not o.endswith("=synthetic") for o in cmd.overrides):
         small = [o for o in small if not o.startswith("data.synthetic.")]
+    if "experiment=digits" in cmd.overrides:  # its own data and model: none of TINY's keys
+        small = DIGITS_TINY
     small = [o for o in small if _key(o) not in own]
     if "sweep=methods" in cmd.overrides:
         # Aioli refuses a run that ends inside its first LearnParams (6 domains x 4 sweeps x
@@ -239,6 +244,39 @@ def run_rnb_tfidf(cmd: Command, request: pytest.FixtureRequest) -> None:
 
 def run_pytest(cmd: Command, request: pytest.FixtureRequest) -> None:
     run_cli([sys.executable, *cmd.argv[1:], "--collect-only", "-q"], ROOT, env=cmd.env)
+
+
+def _digits_table(cmd: Command, request: pytest.FixtureRequest, seeds: list[str] | None) -> None:
+    """``python benchmarks/digits_table.py``: every arm on 40-step runs; checks the table.
+
+    ``seeds`` replaces the command's ``--seeds`` (``None``: the README's own)."""
+    argv = list(cmd.argv[1:])
+    if seeds is not None and "--seeds" in argv:
+        at = argv.index("--seeds") + 1
+        while at < len(argv) and argv[at].isdigit():
+            argv.pop(at)
+        argv[at:at] = seeds
+    n = len(argv[argv.index("--seeds") + 1 :]) if seeds is None else len(seeds)
+    out = request.getfixturevalue("workdir") / "digits_table" / str(n)
+    proc = run_cli([sys.executable, *argv, "--out", str(out), *DIGITS_TINY], ROOT)
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = [[c.strip() for c in r] for r in rows[1:]]
+    assert [r[0] for r in rows] == ["stratified", "rnb", "stratified", "rnb"], proc.stdout
+    assert [r[1][:12] for r in rows] == [
+        "predefined (",
+        "predefined (",
+        "regrouped (m",
+        "regrouped (m",
+    ]
+    assert all(("±" in r[2]) == (n > 1) and r[-1] == str(n) for r in rows), proc.stdout
+
+
+def run_digits_table_one_seed(cmd: Command, request: pytest.FixtureRequest) -> None:
+    _digits_table(cmd, request, ["0"])
+
+
+def run_digits_table(cmd: Command, request: pytest.FixtureRequest) -> None:
+    _digits_table(cmd, request, None)
 
 
 def _check_requirement(req: Requirement, cmd: Command) -> None:
@@ -319,6 +357,8 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
         return [("collect", run_pytest, False)]
     if cmd.argv[:2] == ["python", "tools/mutation.py"]:
         return [("dry-run", run_mutation, False)]
+    if cmd.argv[:2] == ["python", "benchmarks/digits_table.py"]:
+        return [("seed0", run_digits_table_one_seed, False), ("verbatim", run_digits_table, True)]
     if cmd.argv[:2] == ["jupyter", "lab"]:
         return [("version", run_jupyter_lab, False)]
     if prog == "rnb-report":

@@ -40,6 +40,9 @@ def mixture_context(trainer: L.Trainer, dm: Any, output_dir: Path) -> MixtureCon
 
 def _domain_tokens(dm: Any) -> np.ndarray | None:
     """Loss-bearing tokens per domain of the training split (for UniMax's budget)."""
+    own = getattr(dm, "domain_tokens", None)  # a DataModule that counts them itself
+    if own is not None:
+        return np.asarray(own, dtype=np.float64)
     data = getattr(dm, "train_data", None)
     labels = getattr(data, "labels", None)
     if labels is None:

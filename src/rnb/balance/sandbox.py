@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rnb.balance.services.base import ReduceFn
-from rnb.balance.services.probe_eval import batch_rows
+from rnb.balance.services.probe_eval import batch_positions, batch_rows
 
 __all__ = ["Sandbox", "draw_detour_batch"]
 
@@ -147,4 +147,4 @@ class Sandbox:
                 torch.nn.utils.clip_grad_norm_(self.params, float(clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return int(batch["input_ids"].numel())
+        return batch_positions(batch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rnb.data.labels import DomainLabels, labels_from_field, single_domain
-from rnb.data.sampler import MixtureBatchSampler
+from rnb.data.mixture import MixtureData, stack_rows
 from rnb.data.sources import (
     build_texts,
     check_records,
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["RnBDataModule"]
 
 
-class RnBDataModule(L.LightningDataModule):
+class RnBDataModule(MixtureData, L.LightningDataModule):
     """Training/eval data with domains, eval proportions and a mixture sampler.
 
     Records come from the built-in testbed (``synthetic`` set) or from ``train_path``
@@ -228,27 +227,9 @@ class RnBDataModule(L.LightningDataModule):
             return labels_from_field(train, ev, self.domain_field)
         return single_domain(len(train), len(ev))
 
-    @property
-    def regroup_summary(self) -> dict[str, Any] | None:
-        """The ``regroup`` entry of ``summary.json`` (None without Regroup)."""
-        return None if self.regroup_result is None else self.regroup_result.summary
-
-    @property
-    def regroup_fingerprint(self) -> str | None:
-        """Cache key of the Regroup result (resume checks compare it); None without Regroup."""
-        return None if self.regroup_result is None else self.regroup_result.fingerprint
-
     def prepare_domains(self) -> DomainLabels:
         """Load the splits and compute their domains only (``rnb-regroup``; no tokenizer)."""
         return self._domain_labels(*self.load_splits())
-
-    def write_reports(self, out_dir: Path) -> list[Path]:
-        """Copy Regroup's reports into ``out_dir`` (``regroup.json``, ``regroup.md``,
-        ``regroup_sweep.json``, ``regroup_sweep.png``); nothing without Regroup.
-
-        Call after :meth:`prepare_data`/:meth:`setup`, which never write outside the cache.
-        """
-        return [] if self.regroup_result is None else self.regroup_result.write_reports(out_dir)
 
     def prepare_data(self) -> None:
         """Runs once per node: Regroup and the BPE are computed and cached on disk."""
@@ -272,7 +253,6 @@ class RnBDataModule(L.LightningDataModule):
         train, ev = self.load_splits()
         self.train_records, self.eval_records = train, ev
         self.labels = self._domain_labels(train, ev)
-        self.domain_names = self.labels.names
         sources, targets = self._model_io(train)
         ev_sources, ev_targets = self._model_io(ev)
         corpus = (
@@ -291,15 +271,7 @@ class RnBDataModule(L.LightningDataModule):
         self.eval_data = encode_examples(
             self.tokenizer, ev_sources, ev_targets, self.labels.eval, self.max_length
         )
-        m = self.num_domains
-        self.domain_sizes = np.bincount(self.labels.train, minlength=m)
-        counts = np.bincount(self.labels.eval, minlength=m)
-        self.eval_proportions = counts / counts.sum()
-        self.sampler = MixtureBatchSampler(
-            [np.flatnonzero(self.labels.train == i) for i in range(m)],
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
+        self._build_mixture()
         self._ready = True
         self._attach_rank()
 
@@ -324,61 +296,21 @@ class RnBDataModule(L.LightningDataModule):
         domain = np.full(len(records), -1, dtype=np.int64)
         return encode_examples(self.tokenizer, sources, targets, domain, self.max_length)
 
-    def _attach_rank(self) -> None:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.sampler.rank = trainer.global_rank
-            self.sampler.world_size = trainer.world_size
-            self._eval_rank, self._eval_world = trainer.global_rank, trainer.world_size
-        else:
-            self._eval_rank, self._eval_world = 0, 1
-
-    # ------------------------------------------------------------------ checkpoint
-    def state_dict(self) -> dict[str, Any]:
-        """Identity of the domains (recorded in checkpoints for inspection)."""
-        return {
-            "regroup_fingerprint": self.regroup_fingerprint or "none",
-            "domains": list(self.domain_names),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Last-line invariant: the checkpoint's domains are this run's.
-
-        The real check runs earlier: ``rnb.run.RunRecord`` compares the domain assignment
-        (names and every label) before anything in the run dir is written. The Regroup
-        fingerprint is not compared here: a cache-format change with identical labels is the
-        same trajectory, and this hook runs only after the run dir was touched.
-
-        Raises:
-            ValueError: the domain names differ (a checkpoint restored outside ``train``).
-        """
-        if list(state.get("domains", [])) != list(self.domain_names):
-            raise ValueError(
-                f"checkpoint domains {state.get('domains')} differ from this run's "
-                f"{list(self.domain_names)}: resume with the same data.domain_field / regroup "
-                "config, or start a new run without `resume`"
-            )
-
-    @property
-    def num_domains(self) -> int:
-        """Number of domains ``m``."""
-        return len(self.labels.names)
-
     @property
     def vocab_size(self) -> int:
         """Tokenizer vocabulary size (the model's output dimension)."""
         return len(self.tokenizer)
 
-    # ------------------------------------------------------------------ loaders
-    def _loader_kwargs(self) -> dict[str, Any]:
-        workers = self.num_workers
-        kw: dict[str, Any] = {"num_workers": workers, "collate_fn": _collate}
-        if workers > 0:
-            kw.update(persistent_workers=True, prefetch_factor=2)
-            if os.name != "nt":
-                kw["multiprocessing_context"] = "fork"
-        return kw
+    def model_inputs(self) -> dict[str, Any]:
+        """Data-dependent model arguments (``train`` passes them to ``model._target_``)."""
+        return {"vocab_size": self.vocab_size, "eos_token_id": self.tokenizer.eos_token_id}
 
+    @property
+    def tokens_per_example(self) -> int:
+        """Positions the model processes per example (FLOPs: ``6·N`` per position)."""
+        return self.max_length
+
+    # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         """Infinite loader driven by the mixture sampler (no distributed sampler: it shards)."""
         return DataLoader(self.train_data, batch_sampler=self.sampler, **self._loader_kwargs())
@@ -388,9 +320,5 @@ class RnBDataModule(L.LightningDataModule):
         idx = list(range(self._eval_rank, len(self.eval_data), self._eval_world))
         subset = torch.utils.data.Subset(self.eval_data, idx)
         return DataLoader(
-            subset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=_collate
+            subset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=stack_rows
         )
-
-
-def _collate(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}

@@ -8,7 +8,6 @@ of domain losses) and ``val/loss/<domain>``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnb.models.metrics import DomainLoss
+from rnb.models.optim import adamw_warmup_cosine
 from rnb.models.weighting import DomainLossWeighting
 
 __all__ = ["CausalLMModule", "per_example_loss", "per_token_loss"]
@@ -198,48 +198,19 @@ class CausalLMModule(DomainLossWeighting, L.LightningModule):
         self.val_metric.update(loss_sum / tokens.clamp_min(1), batch["domain"])
 
     def on_validation_epoch_end(self) -> None:
-        mean, per_domain, counts = self.val_metric.compute()
+        mean, per_domain = self.val_metric.named(self.domain_names)
         self.val_metric.reset()
-        # torchmetrics squeezes one-element outputs to 0-d tensors: with one domain (m = 1)
-        # the per-domain vectors must stay [m] to pair with the domain names.
-        per_domain, counts = per_domain.reshape(-1), counts.reshape(-1)
-        logs = {"val/loss": mean}
-        for name, value, c in zip(self.domain_names, per_domain, counts, strict=True):
-            if c > 0:
-                logs[f"val/loss/{name}"] = value
+        logs = {"val/loss": mean, **{f"val/loss/{n}": v for n, v in per_domain.items()}}
         self.log_dict(logs, prog_bar=False, sync_dist=False)
         self.last_eval = {
             "eval_loss": float(mean),
-            "eval_loss_per_domain": {
-                n: float(v)
-                for n, v, c in zip(self.domain_names, per_domain, counts, strict=True)
-                if c > 0
-            },
+            "eval_loss_per_domain": {n: float(v) for n, v in per_domain.items()},
             "step": int(self.global_step),
         }
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name or "ln_" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": hp.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=hp.lr,
-            betas=tuple(hp.betas),
+        max_steps = self.trainer.max_steps if self.trainer else None
+        return adamw_warmup_cosine(
+            self, max_steps, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.min_lr_ratio
         )
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10_000
-        warm, floor = max(0, hp.warmup_steps), hp.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            frac = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

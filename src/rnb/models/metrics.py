@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchmetrics import Metric
 
@@ -44,3 +46,15 @@ class DomainLoss(Metric):
         mean = self.loss_sum.sum() / total
         per = torch.where(self.count > 0, self.loss_sum / self.count.clamp_min(1), torch.nan)
         return mean, per, self.count
+
+    def named(self, names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mean over examples, {domain name: mean})`` over the domains with examples.
+
+        Args:
+            names: the ``m`` domain names, in domain-id order.
+        """
+        mean, per_domain, counts = self.compute()
+        # torchmetrics squeezes one-element outputs to 0-d tensors: with one domain (m = 1)
+        # the per-domain vectors must stay [m] to pair with the domain names.
+        per_domain, counts = per_domain.reshape(-1), counts.reshape(-1)
+        return mean, {n: v for n, v, c in zip(names, per_domain, counts, strict=True) if c > 0}

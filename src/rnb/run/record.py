@@ -134,7 +134,8 @@ class RunRecord(L.Callback):
             ResumeRefused: the tokenizer or the domain assignment differs from the checkpoint's.
         """
         labels = datamodule.labels
-        self.fingerprint["tokenizer"] = tokenizer_digest(datamodule.tokenizer)
+        tokenizer = getattr(datamodule, "tokenizer", None)  # feature data have none
+        self.fingerprint["tokenizer"] = None if tokenizer is None else tokenizer_digest(tokenizer)
         self.fingerprint["domains"] = domain_digest(labels.names, labels.train, labels.eval)
         if self.prior is not None:
             old = self.prior["fingerprint"]

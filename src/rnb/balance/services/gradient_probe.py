@@ -41,14 +41,12 @@ import torch
 
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn, SignalService
+from rnb.balance.services.probe_eval import batch_positions, batch_rows
 from rnb.balance.services.probe_set import stratified_probe
 
 __all__ = ["GradientProbe", "select_parameters"]
 
 log = logging.getLogger(__name__)
-
-#: Batch keys a model's ``example_losses`` reads (a TokenizedSplit's arrays).
-_KEYS = ("input_ids", "attention_mask", "labels", "domain")
 
 
 def select_parameters(
@@ -248,9 +246,6 @@ class GradientProbe(SignalService):
             out.append(np.sort(rng.choice(ix, size=self.batch_size, replace=False)))
         return out
 
-    def _batch(self, split: Any, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(np.asarray(getattr(split, k))[idx]).to(device) for k in _KEYS}
-
     def _grad_row(
         self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor], row: torch.Tensor
     ) -> None:
@@ -267,7 +262,7 @@ class GradientProbe(SignalService):
             else:
                 row[offset : offset + n].copy_(g.reshape(-1))
             offset += n
-        self.meter.add_flops(6.0 * self.num_params * batch["input_ids"].numel())
+        self.meter.add_flops(6.0 * self.num_params * batch_positions(batch))
 
     def probe(self, pl_module: L.LightningModule) -> torch.Tensor:
         """Fill the matrix for the current model (this rank only; no reduction).
@@ -286,7 +281,7 @@ class GradientProbe(SignalService):
                     matrix[row].zero_()
                     continue
                 split = self.train_split if row < len(self.domain_index) else self.target_split
-                self._grad_row(pl_module, self._batch(split, idx, device), matrix[row])
+                self._grad_row(pl_module, batch_rows(split, idx, device), matrix[row])
         self.probes += 1
         return matrix
 

@@ -20,6 +20,7 @@ import torch
 
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn
+from rnb.balance.services.probe_eval import batch_positions
 
 __all__ = ["GramSignal", "capture_flops_per_row"]
 
@@ -70,8 +71,7 @@ class GramSignal:
         if scaler is not None:  # fp16 GradScaler multiplies δ by its scale
             self.capture.set_grad_scale(float(scaler.get_scale()))
         if rows is None:  # no row mask: every input position (one per example if flat)
-            ids = batch.get("input_ids", batch["domain"])
-            rows = ids.numel()
+            rows = batch_positions(batch)
         self.meter.add_flops(rows * self._flops_per_row)
 
     def collect(self, pl_module: L.LightningModule, reduce_fn: ReduceFn) -> dict[str, Any]:

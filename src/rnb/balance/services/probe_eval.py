@@ -18,25 +18,35 @@ import torch
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn, evaluating
 
-__all__ = ["batch_rows", "probe_losses", "run_probe"]
+__all__ = ["LM_KEYS", "batch_positions", "batch_rows", "probe_losses", "run_probe"]
+
+
+#: Arrays of a tokenised split (:class:`~rnb.data.tokenize.TokenizedSplit`) a model reads.
+LM_KEYS = ("input_ids", "attention_mask", "labels", "domain")
 
 
 def batch_rows(split: Any, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch of ``rows`` of a :class:`~rnb.data.tokenize.TokenizedSplit`, on ``device``.
+    """The batch of ``rows`` of a split, on ``device``.
 
     Args:
-        split: a split with ``input_ids``, ``attention_mask``, ``labels`` (``[n, L]``) and
-            ``domain`` (``[n]``) arrays.
+        split: a split whose arrays ``split.batch_keys`` names (a feature split:
+            ``features``, ``target``, ``domain``), else a
+            :class:`~rnb.data.tokenize.TokenizedSplit` (``input_ids``, ``attention_mask``,
+            ``labels``: ``[n, L]``, ``domain``: ``[n]``).
         rows: ``[b]`` int indices.
         device: where the model is.
 
     Returns:
-        ``{"input_ids", "attention_mask", "labels": [b, L], "domain": [b]}`` int64 tensors.
+        ``{key: [b, ...]}`` tensors, one per array.
     """
-    return {
-        key: torch.as_tensor(np.asarray(getattr(split, key))[rows]).to(device)
-        for key in ("input_ids", "attention_mask", "labels", "domain")
-    }
+    keys = getattr(split, "batch_keys", LM_KEYS)
+    return {key: torch.as_tensor(np.asarray(getattr(split, key))[rows]).to(device) for key in keys}
+
+
+def batch_positions(batch: dict[str, torch.Tensor]) -> int:
+    """Positions a forward pass processes (FLOPs ``2·N`` each): tokens of an LM batch
+    (``input_ids``, padding included), else one per example."""
+    return int(batch["input_ids"].numel() if "input_ids" in batch else batch["domain"].numel())
 
 
 def probe_losses(
@@ -91,7 +101,7 @@ def probe_losses(
             acc[num_domains : 2 * num_domains].index_add_(
                 0, batch["domain"], torch.ones_like(per_example)
             )
-            acc[-1] += float(batch["input_ids"].numel())
+            acc[-1] += float(batch_positions(batch))
     if reduce_fn is not None:
         acc = reduce_fn(acc)
     acc = acc.double().cpu()

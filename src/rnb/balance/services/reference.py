@@ -92,8 +92,9 @@ class ReferenceModel(SignalService):
         reference: ``strategy.reference``: a run dir (must be completed) or a ``.ckpt``.
 
     Raises:
-        ValueError: (in :meth:`setup`) a reference with another vocabulary or tokenizer, or
-            one whose context is shorter than ``data.max_length``.
+        ValueError: (in :meth:`setup`) data without tokens (feature data), a reference with
+            another vocabulary or tokenizer, or one whose context is shorter than
+            ``data.max_length``.
     """
 
     provides: ClassVar[frozenset[str]] = frozenset({"reference_loss"})
@@ -118,6 +119,12 @@ class ReferenceModel(SignalService):
     ) -> None:
         self.meter = meter
         self._trainer = trainer
+        if getattr(datamodule, "tokenizer", None) is None:  # feature data (data=digits)
+            raise ValueError(
+                f"strategy=doremi compares per-token LM losses with a reference LM; "
+                f"{type(datamodule).__name__} (data._target_) has no tokens: use a strategy "
+                "without a reference model (e.g. strategy=rnb, doge, odm)"
+            )
         self.m = len(datamodule.domain_names)
         self.vocab_size = int(datamodule.vocab_size)
         ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
