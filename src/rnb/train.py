@@ -30,6 +30,7 @@ from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
 from rnb.run.hydra_io import adopt_invocation
 from rnb.run.record import ResumeRefused, RunRecord
 from rnb.run.status import failure_record, strict_json
+from rnb.run.trackers import build_loggers, close_loggers
 
 __all__ = ["build_datamodule", "build_run", "main", "train"]
 
@@ -138,7 +139,7 @@ def build_run(
         enable_version_counter=False,
     )
     guard = DivergenceGuard(**(cfg.get("divergence") or {}), hint=divergence_hint(cfg))
-    logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
+    logger = build_loggers(cfg.get("logger"), instantiate)
     bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
         cfg.trainer,
@@ -194,6 +195,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     run = build_run(cfg, out, [record, *(callbacks or [])], datamodule=dm)
     model, balance, trainer = run["model"], run["balance"], run["trainer"]
     record.continue_logs(trainer.loggers)
+    for lg in trainer.loggers:  # the whole run config, so a tracker can compare runs by it
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     error: Exception | None = None
     t0 = time.perf_counter()
@@ -252,6 +255,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             )
         else:
             log.error("%s: %s -> %s", summary["status"], error, out / "summary.json")
+    close_loggers(trainer.loggers, success=error is None)
     if error is not None:
         raise error
     return summary
