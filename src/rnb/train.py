@@ -32,7 +32,7 @@ from rnb.run.record import ResumeRefused, RunRecord
 from rnb.run.status import failure_record, strict_json
 from rnb.run.trackers import build_loggers, close_loggers
 
-__all__ = ["build_datamodule", "build_run", "main", "train"]
+__all__ = ["build_datamodule", "build_run", "main", "regroup_off_wins", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,22 @@ def _set_threads(threads: Any) -> None:
     threadpool_limits(threads)  # numpy / scikit-learn / faiss pools (Regroup, Balance maths)
 
 
+def regroup_off_wins(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``regroup: null`` when ``regroup=none`` met keys set for a Regroup.
+
+    An experiment tunes its Regroup (``regroup.k_values`` of ``experiment=paper/dolly``);
+    ``regroup=none`` (a sweep's predefined arm, or the command line) selects no Regroup, but
+    the experiment's keys still merge into the empty node, leaving a mapping without
+    ``_target_``. ``none`` is the user's choice, so Regroup stays off; the dropped keys are
+    logged. A node with ``_target_`` or an already empty one is returned unchanged.
+    """
+    node = cfg.get("regroup")
+    if not enabled(node) or "_target_" in node:
+        return cfg
+    log.info("regroup=none: Regroup off; ignoring regroup keys %s", sorted(node))
+    return OmegaConf.merge(cfg, {"regroup": None})
+
+
 def build_datamodule(cfg: DictConfig) -> Any:
     """Seed the run with ``cfg.seed`` and build its DataModule (prepared and set up).
 
@@ -92,6 +108,7 @@ def build_datamodule(cfg: DictConfig) -> Any:
     checked against the built DataModule before the run dir is touched. Sets the thread
     count (``threads``) first: Regroup's embedding and clustering run here.
     """
+    cfg = regroup_off_wins(cfg)
     _set_threads(cfg.get("threads"))
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -174,6 +191,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             ``summary.json`` was written with ``status: "failed"``.
     """
     composed = cfg
+    cfg = regroup_off_wins(cfg)
     out = Path(cfg.output_dir or hydra_output_dir() or os.getcwd()).resolve()
     if cfg.output_dir is None:
         cfg = OmegaConf.merge(cfg, {"output_dir": str(out)})
