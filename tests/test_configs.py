@@ -231,3 +231,6 @@ def test_sweep_grids() -> None:
     assert in_methods == shipped - {"static", "doremi"}  # these need another run first
     assert sweep_params("methods")["regroup"] == sweep_params("ablation_regroup")["regroup"]
     assert set(sweep_params("ablation_regroup")["strategy"].split(",")) <= in_methods
+    for name in ("k_sweep", "lambda"):  # R&B on regrouped domains, fixed in the defaults
+        cfg = compose("train", [f"sweep={name}", "output_dir=x"])
+        assert cfg.strategy._target_.endswith(".RnB") and cfg.regroup.clusterer is not None
