@@ -125,3 +125,21 @@ def test_logger_mapping_entries_need_a_target() -> None:
         build_loggers(node, lambda n: n)
     assert build_loggers(OmegaConf.create({"history": None}), lambda n: n) is False
     assert build_loggers(None, lambda n: n) is False
+
+
+def test_resume_with_a_tracker_continues_metrics_csv(tmp_path: Path) -> None:
+    """With a tracker chosen, the history CSV inside the logger mapping still continues
+    across a resume (RunRecord reaches it among the loggers): the resumed file has every
+    eval step once, as an uninterrupted run's."""
+    _need("tensorboard")
+    over = ["checkpoint.every_n_train_steps=2"]
+    _run("tensorboard", tmp_path, over)
+    first = _csv_val(tmp_path)
+    summary = _run("tensorboard", tmp_path, [*over, "resume=auto", "trainer.max_steps=8"])
+    assert summary["status"] == "completed" and summary["steps"] == 8
+    rows = _csv_val(tmp_path)
+    steps = [s for s, _ in rows]
+    assert (
+        rows[: len(first)] == first and len(steps) == len(set(steps)) and steps[-1] > first[-1][0]
+    )
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) >= 2

@@ -1,6 +1,7 @@
 """Packaged sweeps on launchers (issue 12 item 3): joblib runs them, SLURM is configured.
 
-* ``hydra/launcher=joblib`` runs a packaged sweep narrowed to 2 jobs, in parallel processes.
+* ``hydra/launcher=joblib`` runs a packaged sweep narrowed to 2 jobs, in parallel processes
+  (``slow``: three Python processes start).
 * ``hydra/launcher=slurm`` (rnb's values over the plugin's ``submitit_slurm``) composes,
   instantiates the plugin's launcher and, with submitit's submission replaced by a recorder,
   renders the sbatch script of a 2-job array: nothing is submitted.
@@ -32,6 +33,7 @@ REGROUP_TINY = [
 ]
 
 
+@pytest.mark.slow  # 3 processes (Hydra + 2 joblib workers): 80 s measured on the loaded 2-core box
 def test_joblib_runs_a_packaged_sweep_narrowed_to_two_jobs(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     narrow = ["seed=0", "strategy.lambda_=1,3"]  # replace the sweep's own values of these keys
