@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compose", "config_dir", "enabled", "hydra_output_dir"]
+from omegaconf import OmegaConf
+
+__all__ = ["compose", "config_dir", "enabled", "hydra_output_dir", "required"]
 
 
 def config_dir() -> Path:
@@ -31,6 +33,23 @@ def enabled(node: Any) -> bool:
         return True
     get = getattr(node, "get", None)
     return not (get is not None and get("enabled", True) is False)
+
+
+def required(key: str, what: str = "a value") -> Any:
+    """Resolver ``${rnb.required:KEY,WHAT}``: a key a config needs set, even over a default.
+
+    ``???`` cannot mark a key required when an earlier config in the defaults list already
+    gave it a value (OmegaConf's merge keeps that value), e.g. ``data.eval_path: null`` of
+    ``conf/data/files.yaml`` under ``experiment=paper/supnatinst_test``. Setting the key on the
+    command line replaces this interpolation; resolving it unset raises.
+
+    Raises:
+        ValueError: always (naming ``key`` and what it should hold).
+    """
+    raise ValueError(f"{key} is required here ({what}): set {key}=... on the command line")
+
+
+OmegaConf.register_new_resolver("rnb.required", required, replace=True)
 
 
 def hydra_output_dir() -> str | None:

@@ -30,8 +30,9 @@ from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
 from rnb.run.hydra_io import adopt_invocation
 from rnb.run.record import ResumeRefused, RunRecord
 from rnb.run.status import failure_record, strict_json
+from rnb.run.trackers import build_loggers, close_loggers
 
-__all__ = ["build_datamodule", "build_run", "main", "train"]
+__all__ = ["build_datamodule", "build_run", "main", "regroup_off_wins", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,22 @@ def _set_threads(threads: Any) -> None:
     threadpool_limits(threads)  # numpy / scikit-learn / faiss pools (Regroup, Balance maths)
 
 
+def regroup_off_wins(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``regroup: null`` when ``regroup=none`` met keys set for a Regroup.
+
+    An experiment tunes its Regroup (``regroup.k_values`` of ``experiment=paper/dolly``);
+    ``regroup=none`` (a sweep's predefined arm, or the command line) selects no Regroup, but
+    the experiment's keys still merge into the empty node, leaving a mapping without
+    ``_target_``. ``none`` is the user's choice, so Regroup stays off; the dropped keys are
+    logged. A node with ``_target_`` or an already empty one is returned unchanged.
+    """
+    node = cfg.get("regroup")
+    if not enabled(node) or "_target_" in node:
+        return cfg
+    log.info("regroup=none: Regroup off; ignoring regroup keys %s", sorted(node))
+    return OmegaConf.merge(cfg, {"regroup": None})
+
+
 def build_datamodule(cfg: DictConfig) -> Any:
     """Seed the run with ``cfg.seed`` and build its DataModule (prepared and set up).
 
@@ -91,6 +108,7 @@ def build_datamodule(cfg: DictConfig) -> Any:
     checked against the built DataModule before the run dir is touched. Sets the thread
     count (``threads``) first: Regroup's embedding and clustering run here.
     """
+    cfg = regroup_off_wins(cfg)
     _set_threads(cfg.get("threads"))
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -137,7 +155,7 @@ def build_run(
         enable_version_counter=False,
     )
     guard = DivergenceGuard(**(cfg.get("divergence") or {}), hint=divergence_hint(cfg))
-    logger = instantiate(cfg.logger) if enabled(cfg.get("logger")) else False
+    logger = build_loggers(cfg.get("logger"), instantiate)
     bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
         cfg.trainer,
@@ -172,6 +190,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             ``summary.json`` was written with ``status: "failed"``.
     """
     composed = cfg
+    cfg = regroup_off_wins(cfg)
     out = Path(cfg.output_dir or hydra_output_dir() or os.getcwd()).resolve()
     if cfg.output_dir is None:
         cfg = OmegaConf.merge(cfg, {"output_dir": str(out)})
@@ -193,6 +212,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     run = build_run(cfg, out, [record, *(callbacks or [])], datamodule=dm)
     model, balance, trainer = run["model"], run["balance"], run["trainer"]
     record.continue_logs(trainer.loggers)
+    for lg in trainer.loggers:  # the whole run config, so a tracker can compare runs by it
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     error: Exception | None = None
     t0 = time.perf_counter()
@@ -253,6 +274,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             )
         else:
             log.error("%s: %s -> %s", summary["status"], error, out / "summary.json")
+    close_loggers(trainer.loggers, success=error is None)
     if error is not None:
         raise error
     return summary

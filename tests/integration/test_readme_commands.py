@@ -22,6 +22,17 @@ README command means teaching this file how to run it). What is added to a comma
 * ``python tools/mutation.py``: dry-run with ``--list`` (options and module names checked).
 * ``jupyter lab``: the front end must be installed (``--version``); the notebook itself is
   executed by ``test_notebook.py``.
+* Packaged sweeps (``sweep=<name>``): the job count comes from the sweep's grid; a run
+  narrows each swept key the command does not set to its first value (the grouping axis
+  ``regroup`` keeps both), so ``slow`` runs stay small (``test_sweeps.py`` and
+  ``test_configs.py`` cover every job's composition by default).
+* Paper experiments (``experiment=paper/<name>``): the data paths become tiny files in the
+  dataset's schema (``tests/paper_fixtures.py``), the model the tiny GPT-Neo, ``trainer=gpu``
+  is dropped without CUDA; a default ``compose`` variant resolves the command's config, the
+  ``fixture`` run is ``slow`` (``test_experiments.py`` runs each experiment by default).
+* ``hydra/launcher=slurm|submitit_slurm``: composed, the launcher instantiated (nothing is
+  submitted; skipped without the ``slurm`` extra). ``logger=tensorboard|wandb|mlflow``: run
+  verbatim, skipped when the tracker's package is not installed.
 * Pipelines: an ``rnb-train`` command that reads another README command's run dir
   (``strategy.reference=outputs/…`` or ``strategy.from_summary=outputs/…/summary.json``, e.g.
   DoReMi's three stages) runs the command writing it (its ``hydra.run.dir``) first when that
@@ -41,11 +52,14 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 
 from rnb.config import compose
 from tests.cli import run_cli
 from tests.conftest import DIGITS_TINY, TINY
+from tests.paper_fixtures import write_fixture
+from tests.sweeps import sweep_jobs, sweep_params
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,13 +165,74 @@ def _uses_minilm(cmd: Command, app: str) -> bool:
     return "SentenceTransformer" in str(embedder.get("_target_", ""))
 
 
+def _sweep_name(cmd: Command) -> str | None:
+    """The packaged sweep a command runs (``sweep=<name>``), if any."""
+    return next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "sweep"), None)
+
+
 def _n_jobs(cmd: Command) -> int:
+    name = _sweep_name(cmd)
+    if name is not None:  # the packaged grid, with the command's own keys replacing its values
+        return len(sweep_jobs(name, [o for o in cmd.overrides if _key(o) != "sweep"]))
     n = 1
     for o in cmd.overrides:
         n *= len(o.split("=", 1)[1].split(",")) if "{" not in o else 1
-    if any(o == "sweep=methods" for o in cmd.overrides):
-        n *= 12  # the packaged sweep's own grid (conf/sweep/methods.yaml)
     return n
+
+
+def _narrow_sweep(cmd: Command) -> list[str]:
+    """Overrides that cut a packaged sweep to one value per swept key (both groupings kept)."""
+    name = _sweep_name(cmd)
+    if name is None:
+        return []
+    own = {_key(o) for o in cmd.overrides}
+    first_job = sweep_jobs(name)[0]  # the first value of every swept key
+    return [o for o in first_job if _key(o) not in own and _key(o) != "regroup"]
+
+
+#: experiment=paper/<name> -> the fixture schema of its data (tests/paper_fixtures.py).
+PAPER_SCHEMA = {
+    "dolly": "dolly",
+    "supnatinst": "supnatinst",
+    "supnatinst_test": "supnatinst",
+    "s1": "s1",
+}
+
+
+def _paper(cmd: Command) -> str | None:
+    value = next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "experiment"), "")
+    return value.removeprefix("paper/") if value.startswith("paper/") else None
+
+
+def _paper_overrides(cmd: Command, workdir: Path) -> tuple[list[str], set[str]]:
+    """Tiny stand-ins for a paper experiment's data and model: ``(extra overrides, command
+    overrides to drop)``. Data files the command names are written in the dataset's schema;
+    a hub default is replaced by such a file."""
+    name = _paper(cmd)
+    kind = PAPER_SCHEMA[name]
+    extra = [o for o in TINY if not o.startswith("data.synthetic.")]
+    extra += ["model=tiny_gptneo", "model.lr=3e-3"]
+    drop = {o for o in cmd.overrides if _key(o) == "model.pretrained"}
+    for key in ("data.train_path", "data.eval_path"):
+        given = next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == key), None)
+        if given is None and (key == "data.train_path" or name == "supnatinst_test"):
+            given = f"{name}_{key.split('.')[1]}.jsonl"
+            extra.append(f"{key}={given}")
+        if given is not None and not (workdir / given).exists():
+            write_fixture(kind, workdir / given, per_domain=60 if "train" in key else 10)
+    regroup_swept = _sweep_name(cmd) is not None and "regroup" in sweep_params(_sweep_name(cmd))
+    if not regroup_swept and not any(_key(o) == "regroup" for o in cmd.overrides):
+        extra += ["regroup/embedder=tfidf", "regroup.embedder.progress=false"]
+        if not any(_key(o) == "regroup.k_values" for o in cmd.overrides):
+            extra.append("regroup.k_values=[3,4,5]")
+    return extra, drop
+
+
+def _no_gpu(cmd: Command) -> set[str]:
+    """``trainer=gpu`` is dropped on a machine without CUDA (the command still composes it)."""
+    import torch
+
+    return set() if torch.cuda.is_available() else {"trainer=gpu"}
 
 
 def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> None:
@@ -170,17 +245,16 @@ def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> 
         if argv[0] == "rnb-train"
         else ["data.synthetic.n_train=400", "data.synthetic.n_eval=80"]
     )
+    drop: set[str] = _no_gpu(cmd)
+    if _paper(cmd) is not None:
+        small, dropped = _paper_overrides(cmd, workdir)
+        drop |= dropped
     if any(_key(o) == "data" and not o.endswith("=synthetic") for o in cmd.overrides):
         small = [o for o in small if not o.startswith("data.synthetic.")]
     if "experiment=digits" in cmd.overrides:  # its own data and model: none of TINY's keys
         small = DIGITS_TINY
-    small = [o for o in small if _key(o) not in own]
-    if "sweep=methods" in cmd.overrides:
-        # Aioli refuses a run that ends inside its first LearnParams (6 domains x 4 sweeps x
-        # 4 steps = 96 steps) and needs rounds that hold them: the tiny sweep runs 100 steps
-        # with each strategy's own round length.
-        drop = ("trainer.max_steps", "balance.steps_per_round")
-        small = [o for o in small if _key(o) not in drop] + ["trainer.max_steps=100"]
+    small = [o for o in small if _key(o) not in own] + _narrow_sweep(cmd)
+    argv = [a for a in argv if a not in drop]
     tag = re.sub(r"\W+", "_", cmd.text)[:60]
     where = (
         [f"hydra.sweep.dir={workdir / 'multirun' / tag}"]
@@ -240,6 +314,46 @@ def run_rnb_pipeline(cmd: Command, request: pytest.FixtureRequest) -> None:
 
 def run_rnb_tfidf(cmd: Command, request: pytest.FixtureRequest) -> None:
     _run_app(cmd, request, ["regroup/embedder=tfidf", "regroup.embedder.progress=false"])
+
+
+def run_paper_compose(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """A paper experiment's command composes and resolves, with its data paths as given."""
+    over = [o for o in cmd.overrides if not o.startswith("hydra") and o not in _no_gpu(cmd)]
+    over = [o.split(",")[0] for o in over]  # a sweep: its first job
+    paths = {"data.train_path": "train.jsonl", "data.eval_path": "test.jsonl"}
+    over += [f"{k}={v}" for k, v in paths.items() if k not in {_key(o) for o in over}]
+    OmegaConf.to_container(compose("train", over), resolve=True)
+
+
+TRACKERS = {"logger=tensorboard": "tensorboard", "logger=wandb": "wandb", "logger=mlflow": "mlflow"}
+
+
+def run_tracker(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """``logger=<tracker>``: verbatim, when the tracker's package (its extra) is installed."""
+    module = next(TRACKERS[o] for o in cmd.overrides if o in TRACKERS)
+    pytest.importorskip(module, reason=f"{cmd.text!r} needs the `{module}` extra")
+    _run_app(cmd, request, [])
+
+
+def run_launcher_compose(cmd: Command, request: pytest.FixtureRequest) -> None:
+    """A SLURM sweep: the command's config (its first job) composes with the launcher, which
+    instantiates; nothing is submitted."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.utils import instantiate
+
+    from rnb.config import config_dir
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra")
+    over = [o.split(",")[0] for o in cmd.overrides if o not in _no_gpu(cmd)]
+    over += [f"hydra.sweep.dir={request.getfixturevalue('workdir') / 'slurm'}"]
+    if _paper(cmd) is not None:
+        over += ["data.train_path=train.jsonl"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = hydra_compose("train", over, return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher", type(launcher)
+    OmegaConf.to_container(cfg.data, resolve=True)
 
 
 def run_pytest(cmd: Command, request: pytest.FixtureRequest) -> None:
@@ -363,6 +477,12 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
         return [("version", run_jupyter_lab, False)]
     if prog == "rnb-report":
         return [("verbatim", run_report, False)]
+    if prog == "rnb-train" and any("hydra/launcher=" in o and "slurm" in o for o in cmd.argv):
+        return [("compose", run_launcher_compose, False)]
+    if prog == "rnb-train" and _paper(cmd) is not None:
+        return [("compose", run_paper_compose, False), ("fixture", run_rnb, True)]
+    if prog == "rnb-train" and any(o in TRACKERS for o in cmd.overrides):
+        return [("verbatim", run_tracker, False)]
     if prog in ("rnb-train", "rnb-regroup"):
         app = "train" if prog == "rnb-train" else "regroup"
         heavy = "trainer=ddp_cpu" in cmd.overrides or ("-m" in cmd.argv and _n_jobs(cmd) > 4)
