@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from rnb.config import compose
 from rnb.train import train
+from tests.cli import run_cli
 from tests.conftest import TINY
 from tests.paper_fixtures import TOPICS, write_fixture
 
@@ -135,8 +137,12 @@ def test_paper_experiment_runs_on_a_fixture(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smoke_experiment_runs_regroup_and_rnb(tmp_path: Path) -> None:
-    """experiment=smoke as shipped (no tiny overrides): Regroup + R&B end to end."""
-    summary = train(compose("train", ["experiment=smoke", f"output_dir={tmp_path}"]))
+    """experiment=smoke as shipped (no tiny overrides): Regroup + R&B + report end to end."""
+    run_cli(["rnb-train", "experiment=smoke", f"hydra.run.dir={tmp_path}"], tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    report = pd.read_csv(tmp_path / "report" / "report.csv")  # hydra/callbacks=report
+    assert report["eval_loss_mean"].tolist() == [summary["eval_loss"]]
+    assert len(list((tmp_path / "report" / "figures").glob("*.png"))) == 4
     assert summary["status"] == "completed" and summary["steps"] == 40
     assert summary["strategy"]["name"] == "RnB" and len(summary["gram_rounds"]) == 4
     assert summary["regroup"]["k"] in (12, 16, 20, 24)

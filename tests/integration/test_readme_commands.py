@@ -262,6 +262,13 @@ def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> 
         else ([] if "hydra.run.dir" in own else [f"hydra.run.dir={workdir / 'runs' / tag}"])
     )
     run_cli([*argv, *small, *extra, *where], workdir, env=real.env)
+    if "hydra/callbacks=report" in argv or "experiment=smoke" in argv:  # the report callback
+        root = Path(where[0].split("=", 1)[1]) if where else workdir / own_dir(cmd)
+        assert (root / "report" / "report.md").is_file(), f"{cmd.text!r}: no report in {root}"
+
+
+def own_dir(cmd: Command) -> str:
+    return next(o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "hydra.run.dir")
 
 
 def run_rnb(cmd: Command, request: pytest.FixtureRequest) -> None:

@@ -32,7 +32,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     out = root / "multirun"
     argv = ["rnb-train", "-m", *TINY, *SHORT, "strategy=stratified,rnb", "seed=0,1"]
-    run_cli([*argv, f"hydra.sweep.dir={out}"], root)
+    # hydra/callbacks=report writes the sweep's report when the sweep ends; kept aside so the
+    # rnb-report tests below (same default --out) start from a clean folder
+    run_cli([*argv, "hydra/callbacks=report", f"hydra.sweep.dir={out}"], root)
+    shutil.move(out / "report", root / "callback_report")
     return out
 
 
@@ -169,3 +172,17 @@ def test_readme_lists_the_report_csv_columns() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `report.csv` |"))
     assert re.findall(r"`([a-z_]+)`", row.split("|")[2]) == RESULT_COLUMNS
+
+
+def test_hydra_callback_writes_the_sweep_report(sweep: Path) -> None:
+    """``hydra/callbacks=report``: one report over every job, written when the sweep ends."""
+    out = sweep.parent / "callback_report"
+    assert (out / "report.md").is_file() and len(list((out / "figures").glob("*.png"))) >= 3
+    table = pd.read_csv(out / "report.csv").set_index("strategy")
+    assert sorted(table.index) == ["RnB", "Stratified"]
+    assert (table["n"] == 2).all() and (table["n_not_completed"] == 0).all()
+    for name in ("RnB", "Stratified"):  # eval_loss is kept when a test marks a run failed
+        losses = [
+            s["eval_loss"] for s in _summaries(sweep).values() if s["strategy"]["name"] == name
+        ]
+        assert table.loc[name, "eval_loss_mean"] == pytest.approx(np.mean(losses), rel=1e-12)
