@@ -10,11 +10,13 @@ and metered wall time as % of step time, both from each run's ``summary.json``
 column) and ``doremi→final`` trains on DoReMi's time-averaged ``ᾱ`` (the paper's 3rd stage).
 
 Usage:
-    python benchmarks/methods_table.py [--seeds 0 1 2] [--methods ...] [--groupings ...]
-        [--out DIR] [hydra overrides ...]
+    python benchmarks/methods_table.py [hydra overrides ...] [--out DIR] [--no-run]
+        [--seeds 0 1 2] [--methods ...] [--groupings ...]
 
-Resumable: runs with a ``summary.json`` under ``--out`` are kept. Prints a Markdown table and
-writes ``methods_table.md`` / ``methods_table.json`` into ``--out``.
+Resumable: runs with a ``summary.json`` under ``--out`` are kept; ``--no-run`` only tabulates
+what is there (cells count the seeds they hold). Prints a Markdown table and writes
+``methods_table.md`` / ``methods_table.json`` into ``--out``. Hydra overrides go before the
+``--methods`` / ``--seeds`` / ``--groupings`` lists (which take every word after them).
 """
 
 from __future__ import annotations
@@ -104,7 +106,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--groupings", nargs="+", default=list(GROUPINGS), choices=list(GROUPINGS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--no-run", action="store_true", help="tabulate the runs under --out; train nothing"
+    )
     args, overrides = parser.parse_known_args()
+    if args.no_run and args.out is None:
+        parser.error("--no-run tabulates an earlier --out: give --out")
     out = args.out or Path(tempfile.mkdtemp(prefix="rnb-methods-"))
     methods = list(args.methods)
     # DoReMi needs the same seed's stratified run as reference; its final stage the proxy run
@@ -116,7 +123,7 @@ def main() -> None:
         for grouping in args.groupings:
             for method in methods:
                 run_dir = _run_dir(out, grouping, method, seed)
-                if (run_dir / "summary.json").exists():
+                if args.no_run or (run_dir / "summary.json").exists():
                     continue
                 over = [*_overrides(out, grouping, method, seed), f"output_dir={run_dir}"]
                 t0 = time.perf_counter()

@@ -39,3 +39,8 @@ def test_methods_table_runs_doremi_chain_and_tabulates(
     bench.main()  # resumable: every run is kept, only the table is rebuilt
     assert "seed 0: eval_loss" not in capsys.readouterr().out
     assert "seed 0: eval_loss" in first
+    # --no-run: a seed with no runs yet is not trained; the table keeps the seed-0 cells
+    monkeypatch.setattr(sys, "argv", [*argv[:5], "0", "1", *argv[6:], "--no-run"])
+    bench.main()
+    assert not (out / "predefined" / "rnb" / "seed1").exists()
+    assert (out / "methods_table.md").read_text() == table
