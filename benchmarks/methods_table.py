@@ -78,8 +78,15 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
 
 
-def table(results: dict[str, dict[str, list[dict[str, Any]]]], groupings: list[str]) -> str:
-    """Markdown table: one row per method, eval loss per grouping, overhead."""
+def table(
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    groupings: list[str],
+    n_seeds: int | None = None,
+) -> str:
+    """Markdown table: one row per method, eval loss per grouping, overhead.
+
+    A cell averaging fewer completed runs than ``n_seeds`` says how many it holds.
+    """
     head = ["method", *[f"eval loss ({g})" for g in groupings]]
     head += ["FLOPs %", "wall %", "extra runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -92,6 +99,8 @@ def table(results: dict[str, dict[str, list[dict[str, Any]]]], groupings: list[s
             cell = _fmt([r["eval_loss"] for r in ok])
             if len(ok) < len(runs):
                 cell += f" ({len(runs) - len(ok)} failed)"
+            if n_seeds is not None and 0 < len(ok) < n_seeds:
+                cell += f" ({len(ok)} of {n_seeds} seeds)"
             cells.append(cell)
             flops += [r["overhead"]["flops_pct"] for r in ok]
             wall += [r["overhead"]["wall_pct"] for r in ok]
@@ -146,7 +155,7 @@ def main() -> None:
                 if path.exists():
                     s = json.loads(path.read_text(encoding="utf-8"))
                     results.setdefault(method, {}).setdefault(grouping, []).append(s)
-    md = table(results, list(args.groupings))
+    md = table(results, list(args.groupings), n_seeds=len(args.seeds))
     print(f"\nruns in {out}\n\n{md}")
     (out / "methods_table.md").write_text(md + "\n", encoding="utf-8")
     flat = {
