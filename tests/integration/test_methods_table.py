@@ -33,7 +33,14 @@ def test_methods_table_runs_doremi_chain_and_tabulates(
     table = (out / "methods_table.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert list(rows) == ["stratified", "doremi", "doremi→final", "rnb"]
-    assert f"{proxy['eval_loss']:.3f}" in rows["doremi"]
+    assert table.splitlines()[0] == (
+        "| method | eval loss (predefined) | FLOPs % (predefined) | wall % (predefined) "
+        "| extra runs |"
+    )
+    ov = proxy["overhead"]
+    assert rows["doremi"].startswith(
+        f"| doremi | {proxy['eval_loss']:.3f} | {ov['flops_pct']:.2f} | {ov['wall_pct']:.2f} |"
+    )
     assert rows["doremi→final"].rstrip(" |").endswith("2")  # reference + proxy runs
     first = capsys.readouterr().out
     bench.main()  # resumable: every run is kept, only the table is rebuilt
