@@ -10,11 +10,13 @@ and metered wall time as % of step time, both from each run's ``summary.json``
 column) and ``doremi→final`` trains on DoReMi's time-averaged ``ᾱ`` (the paper's 3rd stage).
 
 Usage:
-    python benchmarks/methods_table.py [--seeds 0 1 2] [--methods ...] [--groupings ...]
-        [--out DIR] [hydra overrides ...]
+    python benchmarks/methods_table.py [hydra overrides ...] [--out DIR] [--no-run]
+        [--seeds 0 1 2] [--methods ...] [--groupings ...]
 
-Resumable: runs with a ``summary.json`` under ``--out`` are kept. Prints a Markdown table and
-writes ``methods_table.md`` / ``methods_table.json`` into ``--out``.
+Resumable: runs with a ``summary.json`` under ``--out`` are kept; ``--no-run`` only tabulates
+what is there (cells count the seeds they hold). Prints a Markdown table and writes
+``methods_table.md`` / ``methods_table.json`` into ``--out``. Hydra overrides go before the
+``--methods`` / ``--seeds`` / ``--groupings`` lists (which take every word after them).
 """
 
 from __future__ import annotations
@@ -76,24 +78,36 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
 
 
-def table(results: dict[str, dict[str, list[dict[str, Any]]]], groupings: list[str]) -> str:
-    """Markdown table: one row per method, eval loss per grouping, overhead."""
-    head = ["method", *[f"eval loss ({g})" for g in groupings]]
-    head += ["FLOPs %", "wall %", "extra runs"]
+def table(
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    groupings: list[str],
+    n_seeds: int | None = None,
+) -> str:
+    """Markdown table: one row per method; per grouping eval loss, FLOPs % and wall %.
+
+    Overhead is reported per grouping because it grows with the number of domains ``m``
+    (probe batches, detours). A cell averaging fewer completed runs than ``n_seeds`` says how
+    many it holds.
+    """
+    head = ["method"]
+    for g in groupings:
+        head += [f"eval loss ({g})", f"FLOPs % ({g})", f"wall % ({g})"]
+    head += ["extra runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, per_group in results.items():
         cells = [method]
-        flops, wall = [], []
         for g in groupings:
             runs = per_group.get(g, [])
             ok = [r for r in runs if r.get("status", "completed") == "completed"]
             cell = _fmt([r["eval_loss"] for r in ok])
             if len(ok) < len(runs):
                 cell += f" ({len(runs) - len(ok)} failed)"
+            if n_seeds is not None and 0 < len(ok) < n_seeds:
+                cell += f" ({len(ok)} of {n_seeds} seeds)"
             cells.append(cell)
-            flops += [r["overhead"]["flops_pct"] for r in ok]
-            wall += [r["overhead"]["wall_pct"] for r in ok]
-        cells += [_fmt(flops, 2), _fmt(wall, 2), str(EXTRA_RUNS.get(method, 0))]
+            cells.append(_fmt([r["overhead"]["flops_pct"] for r in ok], 2))
+            cells.append(_fmt([r["overhead"]["wall_pct"] for r in ok], 2))
+        cells.append(str(EXTRA_RUNS.get(method, 0)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -104,7 +118,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--groupings", nargs="+", default=list(GROUPINGS), choices=list(GROUPINGS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--no-run", action="store_true", help="tabulate the runs under --out; train nothing"
+    )
     args, overrides = parser.parse_known_args()
+    if args.no_run and args.out is None:
+        parser.error("--no-run tabulates an earlier --out: give --out")
     out = args.out or Path(tempfile.mkdtemp(prefix="rnb-methods-"))
     methods = list(args.methods)
     # DoReMi needs the same seed's stratified run as reference; its final stage the proxy run
@@ -116,7 +135,7 @@ def main() -> None:
         for grouping in args.groupings:
             for method in methods:
                 run_dir = _run_dir(out, grouping, method, seed)
-                if (run_dir / "summary.json").exists():
+                if args.no_run or (run_dir / "summary.json").exists():
                     continue
                 over = [*_overrides(out, grouping, method, seed), f"output_dir={run_dir}"]
                 t0 = time.perf_counter()
@@ -139,7 +158,7 @@ def main() -> None:
                 if path.exists():
                     s = json.loads(path.read_text(encoding="utf-8"))
                     results.setdefault(method, {}).setdefault(grouping, []).append(s)
-    md = table(results, list(args.groupings))
+    md = table(results, list(args.groupings), n_seeds=len(args.seeds))
     print(f"\nruns in {out}\n\n{md}")
     (out / "methods_table.md").write_text(md + "\n", encoding="utf-8")
     flat = {

@@ -111,6 +111,7 @@ MODULES: dict[str, Module] = {
         ("src/rnb/balance/callback.py",),
         (
             _PINNED,
+            "tests/unit/test_rank_check.py",  # the DDP check, in-process
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",

@@ -33,9 +33,25 @@ def test_methods_table_runs_doremi_chain_and_tabulates(
     table = (out / "methods_table.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert list(rows) == ["stratified", "doremi", "doremi→final", "rnb"]
-    assert f"{proxy['eval_loss']:.3f}" in rows["doremi"]
+    assert table.splitlines()[0] == (
+        "| method | eval loss (predefined) | FLOPs % (predefined) | wall % (predefined) "
+        "| extra runs |"
+    )
+    ov = proxy["overhead"]
+    assert rows["doremi"].startswith(
+        f"| doremi | {proxy['eval_loss']:.3f} | {ov['flops_pct']:.2f} | {ov['wall_pct']:.2f} |"
+    )
     assert rows["doremi→final"].rstrip(" |").endswith("2")  # reference + proxy runs
     first = capsys.readouterr().out
     bench.main()  # resumable: every run is kept, only the table is rebuilt
     assert "seed 0: eval_loss" not in capsys.readouterr().out
     assert "seed 0: eval_loss" in first
+    # --no-run: a seed with no runs yet is not trained; the table keeps the seed-0 cells
+    monkeypatch.setattr(sys, "argv", [*argv[:5], "0", "1", *argv[6:], "--no-run"])
+    bench.main()
+    assert not (out / "predefined" / "rnb" / "seed1").exists()
+    partial = (out / "methods_table.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in partial.splitlines()[2:]}
+    assert list(rows) == ["stratified", "doremi", "doremi→final", "rnb"]
+    assert f"| {proxy['eval_loss']:.3f} (1 of 2 seeds) |" in rows["doremi"]
+    assert all(row.count("(1 of 2 seeds)") == 1 for row in rows.values())
