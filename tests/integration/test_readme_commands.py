@@ -13,7 +13,8 @@ README command means teaching this file how to run it). What is added to a comma
 * ``rnb-train experiment=digits``: ``DIGITS_TINY`` (40 steps) instead of ``TINY``.
 * ``python benchmarks/digits_table.py``: 40-step runs, with seed 0 only (default) and with
   the README's seeds (``slow``); the printed table's rows and ``±`` cells are checked.
-* Commands using MiniLM, ``trainer=ddp_cpu`` or more than 4 multirun jobs are ``slow``;
+* Commands using MiniLM, ``trainer=ddp_cpu``, ``regroup=faiss`` (a long k sweep), a tracker
+  logger (``test_loggers.py`` covers them in-process) or more than 4 multirun jobs are ``slow``;
   a MiniLM command also runs by default with ``regroup/embedder=tfidf`` (its overrides
   still parse and compose).
 * ``python -m pytest``: collected (``--collect-only``), not run inside this run.
@@ -475,11 +476,11 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
     if "&&" in cmd.argv or (prog == "pip" and cmd.argv[1:2] == ["install"]):
         return [("install", run_install, False)]
     if cmd.argv[:3] == ["python", "-m", "pytest"]:
-        return [("collect", run_pytest, False)]
+        return [("collect", run_pytest, True)]  # 45 s of imports; CI runs slow tests too
     if cmd.argv[:2] == ["python", "tools/mutation.py"]:
         return [("dry-run", run_mutation, False)]
     if cmd.argv[:2] == ["python", "benchmarks/digits_table.py"]:
-        return [("seed0", run_digits_table_one_seed, False), ("verbatim", run_digits_table, True)]
+        return [("seed0", run_digits_table_one_seed, True), ("verbatim", run_digits_table, True)]
     if cmd.argv[:2] == ["jupyter", "lab"]:
         return [("version", run_jupyter_lab, False)]
     if prog == "rnb-report":
@@ -489,10 +490,11 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
     if prog == "rnb-train" and _paper(cmd) is not None:
         return [("compose", run_paper_compose, False), ("fixture", run_rnb, True)]
     if prog == "rnb-train" and any(o in TRACKERS for o in cmd.overrides):
-        return [("verbatim", run_tracker, False)]
+        return [("verbatim", run_tracker, True)]  # test_loggers.py logs in-process
     if prog in ("rnb-train", "rnb-regroup"):
         app = "train" if prog == "rnb-train" else "regroup"
         heavy = "trainer=ddp_cpu" in cmd.overrides or ("-m" in cmd.argv and _n_jobs(cmd) > 4)
+        heavy = heavy or "regroup=faiss" in cmd.overrides  # a 51-value k sweep (55 s)
         if prog == "rnb-train" and _in_pipeline(cmd):
             return [("pipeline", run_rnb_pipeline, True)]
         if _uses_minilm(cmd, app):
