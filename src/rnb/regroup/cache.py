@@ -40,6 +40,7 @@ __all__ = [
 _FINGERPRINT_VERSION = 1
 #: Format version of the embedding files (part of every entry name).
 FORMAT_VERSION = 1
+_FLOAT32 = np.dtype(np.float32)
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -198,6 +199,7 @@ class EmbeddingCache:
         texts: Sequence[Any],
         embedder: Encoder,
         chunk_size: int = 8192,
+        dtype: str = "float32",
     ) -> np.ndarray:
         """Return the cached embeddings for ``key``, computing missing chunks first.
 
@@ -210,9 +212,12 @@ class EmbeddingCache:
             texts: Inputs, row-aligned with the result.
             embedder: Anything with ``encode(texts) -> [n, d]``.
             chunk_size: Rows per chunk; progress is saved after each chunk.
+            dtype: ``"float32"`` or ``"float16"``: dtype of the file (and the result).
+                Only one chunk is ever in RAM, so the file may exceed memory. Give a
+                different ``key`` per dtype (the file is found by key alone).
 
         Returns:
-            A read-only memory-mapped float32 array of shape ``[len(texts), d]``.
+            A read-only memory-mapped ``[len(texts), d]`` array of ``dtype``.
 
         Raises:
             ValueError: On an empty input, a bad ``chunk_size``, an embedder returning the
@@ -220,6 +225,8 @@ class EmbeddingCache:
         """
         if chunk_size < 1:
             raise ValueError(f"regroup.embed_chunk_size: need >= 1, got {chunk_size}")
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"regroup.embed_dtype: need float32 or float16, got {dtype!r}")
         n = len(texts)
         if n == 0:
             raise ValueError("data: no texts to embed (empty split); check the data config")
@@ -228,11 +235,16 @@ class EmbeddingCache:
             return self._load(final, n)
         with cache_lock(final):
             if not final.exists():  # else another process finished it while we waited
-                self._compute(final, texts, embedder, chunk_size)
+                self._compute(final, texts, embedder, chunk_size, np.dtype(dtype))
         return self._load(final, n)
 
     def _compute(
-        self, final: Path, texts: Sequence[Any], embedder: Encoder, chunk_size: int
+        self,
+        final: Path,
+        texts: Sequence[Any],
+        embedder: Encoder,
+        chunk_size: int,
+        dtype: np.dtype = _FLOAT32,
     ) -> None:
         """Embed ``texts`` chunk by chunk into ``final`` (the caller holds its lock)."""
         n = len(texts)
@@ -243,7 +255,7 @@ class EmbeddingCache:
         if getattr(embedder, "is_fitted", True) is False and hasattr(embedder, "fit"):
             embedder.fit(texts)  # type: ignore[attr-defined]
 
-        mm, done = self._resume(partial, progress_path, n, chunk_size)
+        mm, done = self._resume(partial, progress_path, n, chunk_size, dtype)
         for c in range(done, n_chunks):
             lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
             chunk = _check_chunk(
@@ -252,7 +264,7 @@ class EmbeddingCache:
             if mm is None:
                 # The dimension is only known after the first chunk, so allocate here.
                 mm = np.lib.format.open_memmap(
-                    partial, mode="w+", dtype=np.float32, shape=(n, chunk.shape[1])
+                    partial, mode="w+", dtype=dtype, shape=(n, chunk.shape[1])
                 )
             mm[lo:hi] = chunk
             # Flush rows before recording progress: the JSON must never claim unwritten rows.
@@ -268,7 +280,7 @@ class EmbeddingCache:
 
     @staticmethod
     def _resume(
-        partial: Path, progress_path: Path, n: int, chunk_size: int
+        partial: Path, progress_path: Path, n: int, chunk_size: int, dtype: np.dtype
     ) -> tuple[np.memmap | None, int]:
         """Open a compatible partial file and return it with its count of finished chunks."""
         if not (partial.exists() and progress_path.exists()):
@@ -282,7 +294,7 @@ class EmbeddingCache:
             prog.get("n") == n
             and prog.get("chunk_size") == chunk_size
             and mm.shape == (n, prog.get("dim"))
-            and mm.dtype == np.float32
+            and mm.dtype == dtype
         )
         if not ok:
             del mm

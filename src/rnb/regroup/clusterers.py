@@ -92,7 +92,12 @@ class FaissKMeans:
         cluster_centers_: float32 ``[k, d]`` centroids after :meth:`fit`.
         labels_: int64 ``[n]`` labels of the fitted data.
         inertia_: final k-means objective reported by faiss.
+        assigns_nearest_centroid: True: :meth:`predict` is the nearest of
+            ``cluster_centers_``, so ``regroup.fit_sample`` labels unseen points by a faiss
+            search over them (:mod:`rnb.regroup.sampled`).
     """
+
+    assigns_nearest_centroid = True
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ import numpy as np
 from rnb.caching import cache_lock, code_version, publish_dir, temp_dir
 from rnb.regroup.cache import EmbeddingCache, fingerprint_array, fingerprint_texts, make_key
 from rnb.regroup.result import RegroupResult
+from rnb.regroup.sampled import check_fit_sample, check_streamable
 
 __all__ = ["Regroup", "RegroupResult"]
 
@@ -34,8 +35,11 @@ log = logging.getLogger(__name__)
 
 #: Format version of a result folder; bump when the labels or reports change for the
 #: same inputs, so older cached results miss.
-FORMAT_VERSION = 3  # 3: regroup.json selection.advice (edge / flat sweep)
+FORMAT_VERSION = 4  # 4: regroup.json fit_sample
 _DEFAULT_K = (8, 12, 16, 20, 24, 28, 32)
+_EMBED_DTYPES = ("float32", "float16")
+#: Reduced training rows of a fit_sample run (a memory map in the temporary result folder).
+_REDUCED = "reduced.npy"
 
 
 def _describe(component: Any) -> dict[str, Any]:
@@ -73,7 +77,17 @@ class Regroup:
         noise_policy: ``nearest`` | ``own_cluster`` (noise of density-based clusterers).
         ood_quantile: eval points beyond this quantile of their cluster's training
             distances are flagged out-of-distribution.
-        embed_chunk_size: rows embedded (and cached) per chunk; does not change results.
+        embed_chunk_size: rows embedded (and cached) per chunk, and rows labelled per
+            streaming step under ``fit_sample``; does not change results.
+        embed_dtype: ``float32`` | ``float16``: dtype of the cached embedding file
+            (memory-mapped on read; float16 halves disk and page cache at ~1e-3 relative
+            precision). Part of the cache key.
+        fit_sample: fit the reducer and run the k sweep (clusterer, merge, every score)
+            on a seeded uniform sample of this many training points, then label every
+            training point in streaming chunks (:mod:`rnb.regroup.sampled`); None (or
+            >= n_train) fits on all points. Only clusterers that can label unseen points
+            support it (k-means family, or any with ``predict``); ``min_cluster_size``
+            then counts sample points.
         cache_dir: root of the embedding and result caches.
         seed: silhouette sample and example order (clusterers get their own seed keys).
     """
@@ -94,6 +108,8 @@ class Regroup:
         embed_chunk_size: int = 8192,
         cache_dir: str | Path = ".rnb_cache",
         seed: int = 0,
+        embed_dtype: str = "float32",
+        fit_sample: int | None = None,
     ) -> None:
         self.embedder = embedder
         self.reducer = reducer
@@ -109,6 +125,18 @@ class Regroup:
         self.embed_chunk_size = embed_chunk_size
         self.cache_dir = Path(cache_dir).expanduser()
         self.seed = seed
+        if embed_dtype not in _EMBED_DTYPES:
+            raise ValueError(f"regroup.embed_dtype: {embed_dtype!r} not in {_EMBED_DTYPES}")
+        self.embed_dtype = embed_dtype
+        self.fit_sample = check_fit_sample(fit_sample)
+        self.streaming: str | None = None  # how unseen points are labelled (fit_sample)
+        if self.fit_sample is not None:
+            if self.keeps_predefined_domains:
+                raise ValueError(
+                    "regroup.fit_sample: regroup=original keeps the predefined domains and "
+                    "fits nothing; set regroup.fit_sample=null"
+                )
+            self.streaming = check_streamable(self.clusterer)  # refuse before embedding
 
     @property
     def keeps_predefined_domains(self) -> bool:
@@ -148,6 +176,8 @@ class Regroup:
             "ood_quantile": self.ood_quantile,
             "clusterer": _describe(self.clusterer),
             "seed": self.seed,
+            "embed_dtype": self.embed_dtype,
+            "fit_sample": self.fit_sample,
         }
         return make_key(
             code_version("regroup", FORMAT_VERSION),
@@ -230,13 +260,19 @@ class Regroup:
         if hasattr(self.embedder, "encode_eval"):  # precomputed: rows come from elsewhere
             return self.embedder.encode(items), self.embedder.encode_eval(items_eval)
         cache, emb_fp = EmbeddingCache(self.cache_dir), self.embedder.fingerprint()
+        # float32 keys stay as they were before embed_dtype existed (no needless re-embed).
+        dtype_part = () if self.embed_dtype == "float32" else (self.embed_dtype,)
         X, Xe = (
             cache.get_or_compute(
-                make_key(fingerprint_texts(t), emb_fp), t, self.embedder, self.embed_chunk_size
+                make_key(fingerprint_texts(t), emb_fp, *dtype_part),
+                t,
+                self.embedder,
+                self.embed_chunk_size,
+                dtype=self.embed_dtype,
             )
             for t in (items, items_eval)
         )
-        return np.asarray(X), np.asarray(Xe)
+        return X, Xe  # memory-mapped: a fit_sample run never loads them whole
 
     def _compute(
         self, folder: Path, texts: Sequence[str], ev_texts: Sequence[str],
@@ -246,22 +282,33 @@ class Regroup:
         from rnb.regroup.assign import assign_to_centroids
         from rnb.regroup.postprocess import centroids
         from rnb.regroup.report import build_report, write_report
+        from rnb.regroup.sampled import reduce_streaming, sample_indices, sweep_sampled
         from rnb.regroup.selection import sweep
 
         X, Xe = self._embed(*(vectors if vectors is not None else (texts, ev_texts)))
-        Xr = np.asarray(self.reducer.fit_transform(X), dtype=np.float32)
+        sample = None
+        if self.fit_sample is not None and self.fit_sample < X.shape[0]:
+            sample = sample_indices(X.shape[0], self.fit_sample, self.seed)
+            Xr = reduce_streaming(self.reducer, X, sample, folder / _REDUCED, self.embed_chunk_size)  # fmt: skip
+        else:
+            Xr = np.asarray(self.reducer.fit_transform(X), dtype=np.float32)
         Xer = np.asarray(self.reducer.transform(Xe), dtype=np.float32)
         result = None
+        factory = lambda value: self.clusterer(**{self.param: int(value)})  # noqa: E731
+        kw = dict(
+            param=self.param, metric=self.metric, silhouette_sample=self.silhouette_sample,
+            silhouette_metric=self.silhouette_metric, seed=self.seed,
+            min_cluster_size=self.min_cluster_size, noise_policy=self.noise_policy,
+        )  # fmt: skip
         if self.keeps_predefined_domains:
             labels, names = self._predefined(domains, ev_domains)
             centers = centroids(Xr, labels, len(names))
+        elif sample is not None:
+            result, labels = sweep_sampled(Xr, sample, factory, self.k_values, self.embed_chunk_size, **kw)  # fmt: skip
+            centers = centroids(Xr, labels, len(result.centers))  # means over every point
+            names = [f"c{i:02d}" for i in range(len(centers))]
         else:
-            result = sweep(
-                Xr, lambda value: self.clusterer(**{self.param: int(value)}), self.k_values,
-                param=self.param, metric=self.metric, silhouette_sample=self.silhouette_sample,
-                silhouette_metric=self.silhouette_metric, seed=self.seed,
-                min_cluster_size=self.min_cluster_size, noise_policy=self.noise_policy,
-            )  # fmt: skip
+            result = sweep(Xr, factory, self.k_values, **kw)
             labels, centers = np.asarray(result.labels), np.asarray(result.centers)
             names = [f"c{i:02d}" for i in range(int(labels.max()) + 1)]
         assignment = assign_to_centroids(Xer, centers, Xr, labels, ood_quantile=self.ood_quantile)
@@ -270,12 +317,24 @@ class Regroup:
             reference_train=reference, sweep=result, assignment=assignment,
             embeddings_train=Xr, seed=self.seed,
         )  # fmt: skip
+        report["fit_sample"] = self._sample_record(sample, X.shape[0])
         np.savez(folder / "labels.npz", train=labels, eval=assignment.labels, eval_distance=assignment.distances, eval_ood=assignment.ood_mask)  # fmt: skip
         (folder / "names.json").write_text(json.dumps(names), encoding="utf-8")
         write_report(report, folder)
         if result is not None:
             result.to_json(folder / "sweep.json")
             result.plot(folder / "sweep.png")
+        del Xr  # close the map of a streamed reduction before its file goes
+        (folder / _REDUCED).unlink(missing_ok=True)
+
+    def _sample_record(self, sample: np.ndarray | None, n: int) -> dict[str, Any] | None:
+        """The ``fit_sample`` entry of ``regroup.json`` (None when every point was fitted)."""
+        if sample is None:
+            return None
+        return {
+            "requested": self.fit_sample, "size": len(sample), "n_train": n, "seed": self.seed,
+            "assignment": "nearest centroid (faiss)" if self.streaming == "centroids" else "predict",
+        }  # fmt: skip
 
     @staticmethod
     def _predefined(

@@ -58,6 +58,8 @@ class NoReducer:
     """Identity: clustering runs on the raw embeddings."""
 
     n_components_: int | None = None
+    #: ``regroup.fit_sample`` reads the embedding file itself instead of a reduced copy.
+    is_identity = True
 
     def fit_transform(self, X: Any) -> np.ndarray:
         """Return ``X`` as float32."""
