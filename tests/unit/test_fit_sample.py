@@ -50,10 +50,8 @@ def test_same_seed_same_sample_other_seed_other_sample() -> None:
 
 def test_same_sample_seed_gives_identical_labels(tmp_path: Path) -> None:
     X = _memmap(tmp_path, _blobs(1500)[0])
-    runs = [
-        sweep_sampled(X, sample_indices(1500, 300, 7), partial(FaissKMeans, seed=0), [3, 4, 5], **SWEEP)[1]  # fmt: skip
-        for _ in range(2)
-    ]
+    make, sample = partial(FaissKMeans, seed=0), sample_indices(1500, 300, 7)
+    runs = [sweep_sampled(X, sample, make, [3, 4, 5], **SWEEP)[1] for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -169,7 +167,11 @@ def _toy_regroup(tmp: Path, **kw) -> tuple[Regroup, list[str], list[str]]:
     ev_texts = [f"e{i}" for i in range(100)]
     embedder = _Table(dict(zip(texts + ev_texts, X, strict=True)))
     args = {"k_values": [3, 4, 5], "min_cluster_size": 1, "cache_dir": tmp, **kw}
-    return Regroup(embedder, NoReducer(), partial(FaissKMeans, seed=0, nredo=5), **args), texts, ev_texts
+    return (
+        Regroup(embedder, NoReducer(), partial(FaissKMeans, seed=0, nredo=5), **args),
+        texts,
+        ev_texts,
+    )
 
 
 def test_pipeline_fit_sample_is_recorded_keyed_and_labels_every_point(tmp_path: Path) -> None:
