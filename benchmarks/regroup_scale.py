@@ -166,6 +166,7 @@ def curve(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise SystemExit(f"n={n}: child failed (exit {proc.returncode})")
         points.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"n={n}: done in {time.perf_counter() - t:.0f}s (incl. data)", flush=True)
+        print(json.dumps(points[-1]), flush=True)  # kept in the log if a later size fails
     print(
         f"\n{'n':>9} {'file GiB':>8} {'sweep s':>8} {'assign s':>9} {'wall s':>7} "
         f"{'peak RSS MiB':>12} {'anon MiB':>9} {'k':>3} {'v-measure':>9}"

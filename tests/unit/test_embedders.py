@@ -116,6 +116,26 @@ def test_st_bad_config() -> None:
         SentenceTransformerEmbedder(batch_size=0)
     with pytest.raises(ValueError, match=r"embedder\.max_seq_length"):
         SentenceTransformerEmbedder(max_seq_length=0)
+    with pytest.raises(ValueError, match=r"embedder\.processes"):
+        SentenceTransformerEmbedder(processes=0)
+    with pytest.raises(ValueError, match=r"embedder\.processes=2 .* embedder\.bf16=false"):
+        SentenceTransformerEmbedder(processes=2, bf16=True)
+    # the pool only changes speed, so a cache built by 4 workers serves 1 and vice versa
+    assert (
+        SentenceTransformerEmbedder(processes=3).fingerprint()
+        == SentenceTransformerEmbedder().fingerprint()
+    )
+
+
+@pytest.mark.slow  # spawns two workers that each import torch and load MiniLM (~30 s)
+def test_st_two_process_pool_gives_the_single_process_embeddings(st_embedder) -> None:
+    texts = [("word " * (i % 7 + 1)) + f"number {i}" for i in range(23)]  # mixed lengths
+    one = SentenceTransformerEmbedder(batch_size=4, progress=False)
+    pool = SentenceTransformerEmbedder(batch_size=4, progress=False, processes=2)
+    a, b = one.encode(texts), pool.encode(texts)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)  # same batches, same numbers
+    np.testing.assert_allclose(pool.encode(texts[::-1]), a[::-1], rtol=0, atol=1e-6)  # reused
 
 
 # --------------------------------------------------------------------------- TF-IDF + SVD

@@ -187,6 +187,7 @@ def test_pipeline_fit_sample_is_recorded_keyed_and_labels_every_point(tmp_path: 
     assert rec == {"requested": 200, "size": 200, "n_train": 600, "seed": 0,
                    "assignment": "nearest centroid (faiss)"}  # fmt: skip
     assert a.report["fit_sample"] is None
+    assert "sample of 200 of 600 training examples" in (b.folder / "regroup.md").read_text()
     assert not (b.folder / "reduced.npy").exists()
     assert _toy_regroup(tmp_path, fit_sample=200)[0].run(texts, ev).from_cache
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ class SentenceTransformerEmbedder:
         bf16: Run under ``torch.autocast(dtype=bfloat16)``; outputs are cast to float32.
         max_seq_length: Truncate inputs to this many tokens (``None``: model default, 256).
         progress: Show a tqdm bar.
+        processes: Encode with sentence-transformers' multi-process pool of this many
+            workers (``start_multi_process_pool``; device ``cuda`` means ``cuda:0..p-1``,
+            any other device is used by every worker); 1 = in this process. Each pool
+            chunk is exactly one of the batches the single process would run, so the
+            embeddings are the same. The pool's workers run without autocast, so
+            ``processes > 1`` needs ``bf16=false``.
     """
 
     def __init__(
@@ -91,7 +98,16 @@ class SentenceTransformerEmbedder:
         bf16: bool = False,
         max_seq_length: int | None = None,
         progress: bool = True,
+        processes: int = 1,
     ) -> None:
+        if processes < 1:
+            raise ValueError(f"embedder.processes: need >= 1, got {processes}")
+        if processes > 1 and bf16:
+            raise ValueError(
+                f"embedder.processes={processes} encodes in sentence-transformers' worker "
+                "processes, which cannot run under bf16 autocast: set embedder.bf16=false "
+                "or embedder.processes=1"
+            )
         if batch_size < 1:
             raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
         if max_seq_length is not None and max_seq_length < 1:
@@ -103,7 +119,9 @@ class SentenceTransformerEmbedder:
         self.bf16 = bool(bf16)
         self.max_seq_length = max_seq_length
         self.progress = bool(progress)
+        self.processes = int(processes)
         self._model: Any = None
+        self._pool: Any = None
 
     @property
     def dim(self) -> int | None:
@@ -130,6 +148,18 @@ class SentenceTransformerEmbedder:
                 self._model.max_seq_length = int(self.max_seq_length)
             self._model.eval()
         return self._model
+
+    def _start_pool(self) -> Any:
+        """The worker pool (started once, stopped when this embedder is collected)."""
+        if self._pool is None:
+            model = self._load()
+            if self.device == "cuda":
+                devices = [f"cuda:{i}" for i in range(self.processes)]
+            else:
+                devices = [self.device] * self.processes
+            self._pool = model.start_multi_process_pool(devices)
+            weakref.finalize(self, model.stop_multi_process_pool, self._pool)
+        return self._pool
 
     def fingerprint(self) -> str:
         """Stable hash of the class and the settings that change the embeddings."""
@@ -173,6 +203,8 @@ class SentenceTransformerEmbedder:
         if n == 0:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         order = sorted(range(n), key=lambda i: -len(texts[i]))
+        if self.processes > 1:
+            return self._encode_pool(texts, order)
         out: np.ndarray | None = None
         dev_type = torch.device(self.device).type
         with tqdm(total=n, desc="embed", unit="text", disable=not self.progress) as bar:
@@ -192,6 +224,22 @@ class SentenceTransformerEmbedder:
                 out[idx] = emb
                 bar.update(len(idx))
         assert out is not None
+        return out
+
+    def _encode_pool(self, texts: list[str], order: list[int]) -> np.ndarray:
+        """:meth:`encode` through the pool: one pool chunk per batch of ``order``."""
+        ordered = [texts[i] for i in order]
+        emb = self._load().encode(
+            ordered,
+            batch_size=self.batch_size,
+            chunk_size=self.batch_size,  # one chunk = one batch: same padding as in-process
+            pool=self._start_pool(),
+            show_progress_bar=self.progress,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+        )
+        out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+        out[order] = np.asarray(emb, dtype=np.float32)
         return out
 
 

@@ -238,6 +238,14 @@ def _markdown(r: dict[str, Any]) -> str:
     sel = r["selection"]
     if sel is not None:
         md += ["## Choice of k", "", sel["why"] + ".", ""]
+        fs = r.get("fit_sample")
+        if fs:  # regroup.fit_sample: the sweep table describes the sample
+            md += [
+                f"Fitted on a seeded sample of {fs['size']} of {fs['n_train']} training "
+                f"examples (seed {fs['seed']}), then every example labelled by "
+                f"{fs['assignment']}; the sweep scores and sizes are the sample's.",
+                "",
+            ]
         if sel.get("advice"):
             md += [f"**Note:** {sel['advice']['message']}", ""]
         hdr = [
