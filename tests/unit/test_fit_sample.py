@@ -132,6 +132,7 @@ def test_unsupported_clusterers_are_refused_naming_the_key() -> None:
     for bad in (1, 2.5, True):
         with pytest.raises(ValueError, match="regroup.fit_sample"):
             Regroup(None, NoReducer(), partial(KMeans), fit_sample=bad)
+    assert Regroup(None, NoReducer(), partial(KMeans), fit_sample=1e3).fit_sample == 1000
     with pytest.raises(ValueError, match="regroup.embed_dtype"):
         Regroup(None, NoReducer(), partial(KMeans), embed_dtype="float64")
     assert check_streamable(partial(FaissKMeans)) == check_streamable(KMeans) == "centroids"

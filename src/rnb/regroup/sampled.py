@@ -50,13 +50,16 @@ DEFAULT_CHUNK_ROWS = 1 << 16
 
 
 def check_fit_sample(fit_sample: Any) -> int | None:
-    """Validate ``regroup.fit_sample`` (an int >= 2, or None for 'fit on every point').
+    """Validate ``regroup.fit_sample`` (an int >= 2, or None for 'fit on every point');
+    an integral float (``1e6``) is taken as its int.
 
     Raises:
         ValueError: not an integer, or smaller than 2.
     """
     if fit_sample is None:
         return None
+    if isinstance(fit_sample, float) and fit_sample.is_integer():
+        fit_sample = int(fit_sample)  # a command line's 1e6 arrives as a float
     if isinstance(fit_sample, bool) or not isinstance(fit_sample, (int, np.integer)):
         raise ValueError(f"regroup.fit_sample: need an integer or null, got {fit_sample!r}")
     if int(fit_sample) < 2:
