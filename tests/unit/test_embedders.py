@@ -128,7 +128,11 @@ def test_st_bad_config() -> None:
 
 
 @pytest.mark.slow  # spawns two workers that each import torch and load MiniLM (~30 s)
-def test_st_two_process_pool_gives_the_single_process_embeddings(st_embedder) -> None:
+def test_st_two_process_pool_gives_the_single_process_embeddings(monkeypatch) -> None:
+    # Offline by environment only: the pool hands tensors back over a local socket, so the
+    # st_embedder fixture's blocked socket.connect would break it.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     texts = [("word " * (i % 7 + 1)) + f"number {i}" for i in range(23)]  # mixed lengths
     one = SentenceTransformerEmbedder(batch_size=4, progress=False)
     pool = SentenceTransformerEmbedder(batch_size=4, progress=False, processes=2)
