@@ -282,7 +282,12 @@ class Regroup:
         from rnb.regroup.assign import assign_to_centroids
         from rnb.regroup.postprocess import centroids
         from rnb.regroup.report import build_report, write_report
-        from rnb.regroup.sampled import reduce_streaming, sample_indices, sweep_sampled
+        from rnb.regroup.sampled import (
+            reduce_streaming,
+            sample_indices,
+            sample_record,
+            sweep_sampled,
+        )
         from rnb.regroup.selection import sweep
 
         X, Xe = self._embed(*(vectors if vectors is not None else (texts, ev_texts)))
@@ -317,7 +322,7 @@ class Regroup:
             reference_train=reference, sweep=result, assignment=assignment,
             embeddings_train=Xr, seed=self.seed,
         )  # fmt: skip
-        report["fit_sample"] = self._sample_record(sample, X.shape[0])
+        report["fit_sample"] = sample_record(sample, self.fit_sample, X.shape[0], self.seed, self.streaming)  # fmt: skip
         np.savez(folder / "labels.npz", train=labels, eval=assignment.labels, eval_distance=assignment.distances, eval_ood=assignment.ood_mask)  # fmt: skip
         (folder / "names.json").write_text(json.dumps(names), encoding="utf-8")
         write_report(report, folder)
@@ -326,15 +331,6 @@ class Regroup:
             result.plot(folder / "sweep.png")
         del Xr  # close the map of a streamed reduction before its file goes
         (folder / _REDUCED).unlink(missing_ok=True)
-
-    def _sample_record(self, sample: np.ndarray | None, n: int) -> dict[str, Any] | None:
-        """The ``fit_sample`` entry of ``regroup.json`` (None when every point was fitted)."""
-        if sample is None:
-            return None
-        return {
-            "requested": self.fit_sample, "size": len(sample), "n_train": n, "seed": self.seed,
-            "assignment": "nearest centroid (faiss)" if self.streaming == "centroids" else "predict",
-        }  # fmt: skip
 
     @staticmethod
     def _predefined(

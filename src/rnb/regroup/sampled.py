@@ -41,6 +41,7 @@ __all__ = [
     "check_streamable",
     "reduce_streaming",
     "sample_indices",
+    "sample_record",
     "sweep_sampled",
 ]
 
@@ -108,6 +109,16 @@ def reduce_streaming(
     out[sample] = Xs
     out.flush()
     return out
+
+
+def sample_record(
+    sample: np.ndarray | None, requested: int | None, n: int, seed: int, streaming: str | None
+) -> dict[str, Any] | None:
+    """The ``fit_sample`` entry of ``regroup.json`` (None when every point was fitted)."""
+    if sample is None:
+        return None
+    how = "nearest centroid (faiss)" if streaming == "centroids" else "predict"
+    return {"requested": requested, "size": len(sample), "n_train": n, "seed": seed, "assignment": how}  # fmt: skip
 
 
 def _uses_centroids(clusterer: Any) -> bool:
