@@ -88,9 +88,16 @@ class FSDPStrategy(_LightningFSDP):
         super().setup(trainer)
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
-        if self.root_device.type == "cpu" and not isinstance(model, FullyShardedDataParallel):
+        root = getattr(self, "_root", None)
+        if root is not None and root.module is model:
+            # A later stage (fit after the initial trainer.validate): the blocks are wrapped
+            # in place, the root wrapper is not. Re-wrapping would flatten the root's already
+            # sharded parameters as if whole; Lightning would skip the root instead (then the
+            # embeddings and the head train unsynchronised). Reuse the root unit.
+            model = root
+        elif not isinstance(model, FullyShardedDataParallel):
             # Lightning passes device_id=root_device.index, None on CPU, which FSDP reads as
-            # "find an accelerator" and fails; the CPU device itself is accepted.
+            # "find an accelerator" and fails; the device itself works on CPU and GPU.
             model = FullyShardedDataParallel(
                 module=model,
                 cpu_offload=self.cpu_offload,
@@ -99,9 +106,10 @@ class FSDPStrategy(_LightningFSDP):
                 device_id=self.root_device,
                 **self.kwargs,
             )
-            # applied just now: Lightning would warn that a wrapped model ignores the policy
-            self.kwargs.pop("auto_wrap_policy", None)
+        # applied above: Lightning would warn that a wrapped model ignores the policy
+        self.kwargs.pop("auto_wrap_policy", None)
         wrapped = super()._setup_model(model)
+        self._root = wrapped
         plugin = self.precision_plugin
         if isinstance(plugin, ShardedClipPrecision):
             plugin.root = wrapped
