@@ -9,6 +9,14 @@ it works: ``sharding_strategy``, ``auto_wrap_policy``, ``state_dict_type``, …)
   plugin calls the root module's ``FullyShardedDataParallel.clip_grad_norm_``, which all-reduces
   the shards' squared norms: the same global norm as DDP's ``clip_grad_norm_``, so an FSDP run
   trains like the DDP run of the same config.
+* **One root unit for every stage.** ``rnb-train`` evaluates before training
+  (``trainer.validate``, then ``trainer.fit``); the first stage wraps the blocks in place. A
+  later stage gets the root unit of the first back instead of a second wrapper over the
+  root's already sharded parameters (Lightning 2.6.6's own strategy, read not run, skips
+  wrapping a root whose children are wrapped: the root's parameters, embeddings and head,
+  would belong to no FSDP unit and so get no gradient synchronisation).
+* **32-true left as built.** ``FSDPPrecision`` casts the module to fp32 for ``32-true``, float64
+  metric states included; here, as under DDP, a ``32-true`` module is not cast.
 * **CPU processes (gloo).** Lightning 2.6 refuses ``accelerator=cpu`` for its FSDP strategy
   (a check on the exact class, from the days FSDP needed CUDA), while torch 2.13 shards on CPU
   with gloo. The check does not apply to a subclass, so ``trainer=fsdp_cpu`` runs the sharded
@@ -87,8 +95,11 @@ class FSDPStrategy(_LightningFSDP):
             self.precision_plugin = ShardedClipPrecision(plugin.precision, scaler=plugin.scaler)
         super().setup(trainer)
 
+    #: The root FSDP unit of the first stage, reused by later ones (see `_setup_model`).
+    _root: FullyShardedDataParallel | None = None
+
     def _setup_model(self, model: nn.Module) -> nn.Module:
-        root = getattr(self, "_root", None)
+        root = self._root
         if root is not None and root.module is model:
             # A later stage (fit after the initial trainer.validate): the blocks are wrapped
             # in place, the root wrapper is not. Re-wrapping would flatten the root's already
