@@ -89,13 +89,13 @@ class Peak(L.Callback):
             peak = torch.tensor(float(torch.cuda.max_memory_allocated()), device=pl_module.device)
             peak = trainer.strategy.reduce(peak, reduce_op="max")
             if trainer.is_global_zero:
-                Path(sys.argv[1], "peak.txt").write_text(f"{peak.item() / 2**30:.2f}\n")
+                Path(sys.argv[1], "peak.txt").write_text(f"{peak.item() / 2**30:.2f} GiB\n")
 
 
 out = Path(sys.argv[1])
 s = train(compose("train", [*sys.argv[2:], f"output_dir={out}"]), callbacks=[Peak()])
-peak = (out / "peak.txt").read_text().strip() if (out / "peak.txt").exists() else "n/a (CPU)"
-print(f"{out.name}: {s['status']}, eval_loss {s['eval_loss']:.4f}, peak GPU memory {peak} GiB, "
+peak = (out / "peak.txt").read_text().strip() if (out / "peak.txt").exists() else "n/a (CPU run)"
+print(f"{out.name}: {s['status']}, eval_loss {s['eval_loss']:.4f}, peak GPU memory {peak}, "
       f"R&B metered {s['overhead']['wall_pct']:.2f} % of wall")
 EOF
 
