@@ -128,7 +128,7 @@ check overhead "$PY" "$HERE/overhead.py" --steps "$OVERHEAD_STEPS" --warmup "$OV
 check single train single "${GPU[@]}" trainer.precision=32-true data.batch_size=16
 check fsdp_1gpu train fsdp1 "${FSDP[@]}" trainer.precision=32-true data.batch_size=16
 check fsdp_1gpu_equals_single same single fsdp1
-check fsdp_bf16 train fsdp_bf16 "${FSDP[@]}" data.batch_size=16
+check fsdp_bf16 train fsdp_bf16 "${FSDP[@]}" trainer.precision=bf16-mixed data.batch_size=16
 if [[ "$NGPU" -ge 2 ]]; then
   check ddp_2gpu train ddp2 "${DDP2[@]}" trainer.precision=32-true data.batch_size=8
   check ddp_equals_single same single ddp2
