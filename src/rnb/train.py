@@ -211,6 +211,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         dm.write_reports(out)
     run = build_run(cfg, out, [record, *(callbacks or [])], datamodule=dm)
     model, balance, trainer = run["model"], run["balance"], run["trainer"]
+    n_params = int(model.num_parameters())  # before FSDP shards them (a rank sees its shard)
     record.continue_logs(trainer.loggers)
     for lg in trainer.loggers:  # the whole run config, so a tracker can compare runs by it
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -253,8 +254,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "steps": int(trainer.global_step),
         "wall_time_s": record.wall_before + wall,
         "seed": int(cfg.seed),
-        "num_parameters": int(model.num_parameters()),
-        "overhead": balance.meter.report(training_flops(model.num_parameters(), tokens)),
+        "num_parameters": n_params,
+        "overhead": balance.meter.report(training_flops(n_params, tokens)),
         "regroup": dm.regroup_summary,
         "resumed_from": ckpt_path,
         "resumes": record.resumes,
