@@ -3,7 +3,15 @@
 The commands are parsed from the README at test time, so editing a command edits its test.
 Each command is dispatched by its program to a runner below; a command no runner knows, or
 a placeholder (``…``, ``<...>``) the test does not materialise, FAILS the test (adding a
-README command means teaching this file how to run it). What is added to a command:
+README command means teaching this file how to run it).
+
+The console scripts (``rnb-train``, ``rnb-regroup``, ``rnb-report``) run in-process: the
+parsed argv goes to the entry point's ``main`` in this interpreter, in a fresh cwd, with
+Hydra's global state cleared (``tests/cli.run_main``), which saves a 15-25 s subprocess
+start per command. The first default-run command of each console script runs as a
+subprocess of the installed script instead (:data:`SUBPROCESS`), so the entry points
+themselves stay tested; ``test_multirun.py`` runs a multirun sweep as a subprocess. What is
+added to a command:
 
 * ``rnb-train``: the ``TINY`` overrides (those the command does not set itself) and a
   temporary ``hydra.run.dir`` / ``hydra.sweep.dir``; multirun (``-m``) runs as such.
@@ -57,7 +65,7 @@ from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 
 from rnb.config import compose
-from tests.cli import run_cli
+from tests.cli import SCRIPTS, run_cli, run_main
 from tests.conftest import DIGITS_TINY, TINY
 from tests.paper_fixtures import write_fixture
 from tests.sweeps import sweep_jobs, sweep_params
@@ -262,7 +270,7 @@ def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> 
         if "-m" in argv
         else ([] if "hydra.run.dir" in own else [f"hydra.run.dir={workdir / 'runs' / tag}"])
     )
-    run_cli([*argv, *small, *extra, *where], workdir, env=real.env)
+    _launch(cmd, [*argv, *small, *extra, *where], workdir, real.env)
     if "hydra/callbacks=report" in argv or "experiment=smoke" in argv:  # the report callback
         root = Path(where[0].split("=", 1)[1]) if where else workdir / own_dir(cmd)
         assert (root / "report" / "report.md").is_file(), f"{cmd.text!r}: no report in {root}"
@@ -459,7 +467,7 @@ def run_report(cmd: Command, request: pytest.FixtureRequest) -> None:
     """``rnb-report DIR... [--out DIR]`` on an earlier tiny run; the report files must exist."""
     workdir: Path = request.getfixturevalue("workdir")
     real = _materialise(cmd, request)
-    run_cli(real.argv, workdir, env=real.env)
+    _launch(cmd, real.argv, workdir, real.env)
     args = real.argv[1:]
     out = Path(args[args.index("--out") + 1]) if "--out" in args else Path(args[0]) / "report"
     out = out if out.is_absolute() else workdir / out
@@ -503,6 +511,31 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
     return []
 
 
+#: Runners that start a console script (``SCRIPTS``) through :func:`_launch`.
+CONSOLE_RUNNERS = {run_rnb, run_rnb_tfidf, run_rnb_pipeline, run_tracker, run_report}
+
+
+def _first_per_script(commands: list[Command]) -> set[str]:
+    """The first command of each console script that a default (not ``slow``) run starts."""
+    first: dict[str, str] = {}
+    for cmd in commands:
+        for _, runner, slow in _dispatch(cmd):
+            if runner in CONSOLE_RUNNERS and not slow and cmd.argv[0] in SCRIPTS:
+                first.setdefault(cmd.argv[0], cmd.text)
+    return set(first.values())
+
+
+#: README commands run as a subprocess of the installed console script (one per script);
+#: every other console-script command calls the same ``main`` in-process.
+SUBPROCESS = _first_per_script(COMMANDS)
+
+
+def _launch(cmd: Command, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run console-script ``argv`` for README command ``cmd``: a subprocess for the
+    :data:`SUBPROCESS` representatives, else in-process (same entry point, same argv)."""
+    (run_cli if cmd.text in SUBPROCESS else run_main)(argv, cwd, env=env)
+
+
 def _params() -> list:
     params = []
     for cmd in COMMANDS:
@@ -528,6 +561,16 @@ def test_readme_command_runs(
             "teach _dispatch how to run it"
         )
     runner(cmd, request)
+
+
+def test_every_console_script_runs_once_as_a_subprocess() -> None:
+    """In-process runs call the ``main`` pyproject installs, and each installed script still
+    starts once as a real subprocess in the default run."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {k: v.split(":")[0] for k, v in scripts.items()} == SCRIPTS
+    assert all(v.endswith(":main") for v in scripts.values()), scripts
+    by_script = {c.argv[0] for c in COMMANDS if c.text in SUBPROCESS}
+    assert by_script == set(SCRIPTS) and len(SUBPROCESS) == len(SCRIPTS), SUBPROCESS
 
 
 def test_parser_and_dispatch_cover_odd_commands() -> None:
