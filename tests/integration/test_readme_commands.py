@@ -174,6 +174,29 @@ def _uses_minilm(cmd: Command, app: str) -> bool:
     return "SentenceTransformer" in str(embedder.get("_target_", ""))
 
 
+def _multiprocess(argv: list[str]) -> bool:
+    """Whether console-script ``argv`` starts processes of its own: a Hydra launcher other
+    than the in-process basic one (``hydra/launcher=...``), or a trainer strategy that
+    re-launches the script per rank (DDP, FSDP: Lightning re-runs ``sys.argv``, which
+    in-process is pytest's). Such a command runs as a subprocess; so does one whose
+    (first job's) config does not compose."""
+    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    if any(_key(o) == "hydra/launcher" for o in overrides):
+        return True
+    if argv[0] != "rnb-train":
+        return False
+    if "-m" in argv:  # the first job of a sweep (a value with braces is one value)
+        overrides = [o if "{" in o else o.split(",")[0] for o in overrides]
+    try:
+        cfg = compose("train", [o for o in overrides if not _key(o).startswith("hydra")])
+    except Exception:
+        return True
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    strategy = str(trainer.get("strategy", "auto"))
+    return strategy not in ("auto", "None") or devices != 1 or nodes != 1
+
+
 def _sweep_name(cmd: Command) -> str | None:
     """The packaged sweep a command runs (``sweep=<name>``), if any."""
     return next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "sweep"), None)
@@ -532,8 +555,10 @@ SUBPROCESS = _first_per_script(COMMANDS)
 
 def _launch(cmd: Command, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
     """Run console-script ``argv`` for README command ``cmd``: a subprocess for the
-    :data:`SUBPROCESS` representatives, else in-process (same entry point, same argv)."""
-    (run_cli if cmd.text in SUBPROCESS else run_main)(argv, cwd, env=env)
+    :data:`SUBPROCESS` representatives and for commands that start processes of their own
+    (:func:`_multiprocess`), else in-process (same entry point, same argv)."""
+    subprocess = cmd.text in SUBPROCESS or _multiprocess(argv)
+    (run_cli if subprocess else run_main)(argv, cwd, env=env)
 
 
 def _params() -> list:
@@ -571,6 +596,16 @@ def test_every_console_script_runs_once_as_a_subprocess() -> None:
     assert all(v.endswith(":main") for v in scripts.values()), scripts
     by_script = {c.argv[0] for c in COMMANDS if c.text in SUBPROCESS}
     assert by_script == set(SCRIPTS) and len(SUBPROCESS) == len(SCRIPTS), SUBPROCESS
+
+
+def test_commands_that_start_processes_run_as_subprocesses() -> None:
+    """DDP re-launches ``sys.argv`` per rank and joblib spawns workers: never in-process."""
+    assert _multiprocess(["rnb-train", "trainer=ddp_cpu"])
+    assert _multiprocess(["rnb-train", "-m", "seed=0,1", "hydra/launcher=joblib"])
+    assert _multiprocess(["rnb-train", "trainer.devices=2"])
+    assert not _multiprocess(["rnb-train", "-m", "strategy=stratified,rnb", "seed=0,1"])
+    assert not _multiprocess(["rnb-train", "strategy=static", "strategy.weights={a: 2, b: 1}"])
+    assert not _multiprocess(["rnb-report", "runs", "--out", "x"])
 
 
 def test_parser_and_dispatch_cover_odd_commands() -> None:
