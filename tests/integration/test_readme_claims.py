@@ -3,16 +3,14 @@
 Covered here: the documented ``summary.json`` keys, ``data=files`` training, the prefetch
 lag of a weight change with and without loader workers, ``balance.capture.mode: auto``
 choosing exact vs sketch at the documented 64 MiB, ``rnb-regroup``'s table and files, a
-Hydra multirun sweep, and ``experiment=quick``.
+Hydra multirun sweep, and ``experiment=quick``. The console scripts run in-process
+(``tests/cli.run_main``); ``test_readme_commands.py`` starts each one once as a subprocess.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +20,7 @@ import pytest
 from rnb.balance.callback import BalanceCallback
 from rnb.config import compose
 from rnb.train import train
+from tests.cli import run_main
 from tests.conftest import TINY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -42,16 +41,6 @@ def _readme_summary_keys() -> list[str]:
     block = text[start : text.index("(resolved)", start)]
     block = re.sub(r"\([^)]*\)", "", block.split(":", 1)[1])  # drop nested "(…)" remarks
     return re.findall(r"`([a-z_]+)`", block)
-
-
-def _subprocess(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-        cwd=cwd, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
 
 
 def test_readme_key_list_is_the_one_tested() -> None:
@@ -165,10 +154,10 @@ def test_capture_mode_auto_threshold(tmp_path: Path) -> None:
 
 def test_rnb_regroup_prints_table_and_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "regroup"
-    proc = _subprocess(
-        "rnb.cli.regroup",
-        ["data.synthetic.n_train=600", "data.synthetic.n_eval=120", "regroup/embedder=tfidf",
-         "regroup.embedder.progress=false", "regroup.k_values=[4,8]", f"hydra.run.dir={out}"],
+    proc = run_main(
+        ["rnb-regroup", "data.synthetic.n_train=600", "data.synthetic.n_eval=120",
+         "regroup/embedder=tfidf", "regroup.embedder.progress=false", "regroup.k_values=[4,8]",
+         f"hydra.run.dir={out}"],
         tmp_path,
     )  # fmt: skip
     text = proc.stdout
@@ -186,10 +175,9 @@ def test_multirun_sweep_writes_one_run_per_combination(tmp_path: Path) -> None:
     """``rnb-train -m strategy=stratified,natural seed=0,1``."""
     sweep = tmp_path / "multirun"
     small = [o.replace("trainer.max_steps=12", "trainer.max_steps=4") for o in TINY]
-    _subprocess(
-        "rnb.train",
-        ["-m", "strategy=stratified,natural", "seed=0,1", *small, "initial_eval=false",
-         "logger=none", f"hydra.sweep.dir={sweep}",
+    run_main(
+        ["rnb-train", "-m", "strategy=stratified,natural", "seed=0,1", *small,
+         "initial_eval=false", "logger=none", f"hydra.sweep.dir={sweep}",
          # the default subdir names every override: with TINY's ~20 it exceeds 255 bytes
          "hydra.sweep.subdir=${hydra.job.num}"],
         tmp_path,

@@ -3,7 +3,15 @@
 The commands are parsed from the README at test time, so editing a command edits its test.
 Each command is dispatched by its program to a runner below; a command no runner knows, or
 a placeholder (``…``, ``<...>``) the test does not materialise, FAILS the test (adding a
-README command means teaching this file how to run it). What is added to a command:
+README command means teaching this file how to run it).
+
+The console scripts (``rnb-train``, ``rnb-regroup``, ``rnb-report``) run in-process: the
+parsed argv goes to the entry point's ``main`` in this interpreter, in a fresh cwd, with
+Hydra's global state cleared (``tests/cli.run_main``), which saves a 15-25 s subprocess
+start per command. The first default-run command of each console script runs as a
+subprocess of the installed script instead (:data:`SUBPROCESS`), so the entry points
+themselves stay tested; ``test_multirun.py`` runs a multirun sweep as a subprocess. What is
+added to a command:
 
 * ``rnb-train``: the ``TINY`` overrides (those the command does not set itself) and a
   temporary ``hydra.run.dir`` / ``hydra.sweep.dir``; multirun (``-m``) runs as such.
@@ -57,7 +65,7 @@ from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 
 from rnb.config import compose
-from tests.cli import run_cli
+from tests.cli import SCRIPTS, run_cli, run_main
 from tests.conftest import DIGITS_TINY, TINY
 from tests.paper_fixtures import write_fixture
 from tests.sweeps import sweep_jobs, sweep_params
@@ -166,6 +174,29 @@ def _uses_minilm(cmd: Command, app: str) -> bool:
     return "SentenceTransformer" in str(embedder.get("_target_", ""))
 
 
+def _multiprocess(argv: list[str]) -> bool:
+    """Whether console-script ``argv`` starts processes of its own: a Hydra launcher other
+    than the in-process basic one (``hydra/launcher=...``), or a trainer strategy that
+    re-launches the script per rank (DDP, FSDP: Lightning re-runs ``sys.argv``, which
+    in-process is pytest's). Such a command runs as a subprocess; so does one whose
+    (first job's) config does not compose."""
+    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    if any(_key(o) == "hydra/launcher" for o in overrides):
+        return True
+    if argv[0] != "rnb-train":
+        return False
+    if "-m" in argv:  # the first job of a sweep (a value with braces is one value)
+        overrides = [o if "{" in o else o.split(",")[0] for o in overrides]
+    try:
+        cfg = compose("train", [o for o in overrides if not _key(o).startswith("hydra")])
+    except Exception:
+        return True
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    strategy = str(trainer.get("strategy", "auto"))
+    return strategy not in ("auto", "None") or devices != 1 or nodes != 1
+
+
 def _sweep_name(cmd: Command) -> str | None:
     """The packaged sweep a command runs (``sweep=<name>``), if any."""
     return next((o.split("=", 1)[1] for o in cmd.overrides if _key(o) == "sweep"), None)
@@ -262,7 +293,7 @@ def _run_app(cmd: Command, request: pytest.FixtureRequest, extra: list[str]) -> 
         if "-m" in argv
         else ([] if "hydra.run.dir" in own else [f"hydra.run.dir={workdir / 'runs' / tag}"])
     )
-    run_cli([*argv, *small, *extra, *where], workdir, env=real.env)
+    _launch(cmd, [*argv, *small, *extra, *where], workdir, real.env)
     if "hydra/callbacks=report" in argv or "experiment=smoke" in argv:  # the report callback
         root = Path(where[0].split("=", 1)[1]) if where else workdir / own_dir(cmd)
         assert (root / "report" / "report.md").is_file(), f"{cmd.text!r}: no report in {root}"
@@ -459,7 +490,7 @@ def run_report(cmd: Command, request: pytest.FixtureRequest) -> None:
     """``rnb-report DIR... [--out DIR]`` on an earlier tiny run; the report files must exist."""
     workdir: Path = request.getfixturevalue("workdir")
     real = _materialise(cmd, request)
-    run_cli(real.argv, workdir, env=real.env)
+    _launch(cmd, real.argv, workdir, real.env)
     args = real.argv[1:]
     out = Path(args[args.index("--out") + 1]) if "--out" in args else Path(args[0]) / "report"
     out = out if out.is_absolute() else workdir / out
@@ -503,6 +534,33 @@ def _dispatch(cmd: Command) -> list[tuple[str, Runner, bool]]:
     return []
 
 
+#: Runners that start a console script (``SCRIPTS``) through :func:`_launch`.
+CONSOLE_RUNNERS = {run_rnb, run_rnb_tfidf, run_rnb_pipeline, run_tracker, run_report}
+
+
+def _first_per_script(commands: list[Command]) -> set[str]:
+    """The first command of each console script that a default (not ``slow``) run starts."""
+    first: dict[str, str] = {}
+    for cmd in commands:
+        for _, runner, slow in _dispatch(cmd):
+            if runner in CONSOLE_RUNNERS and not slow and cmd.argv[0] in SCRIPTS:
+                first.setdefault(cmd.argv[0], cmd.text)
+    return set(first.values())
+
+
+#: README commands run as a subprocess of the installed console script (one per script);
+#: every other console-script command calls the same ``main`` in-process.
+SUBPROCESS = _first_per_script(COMMANDS)
+
+
+def _launch(cmd: Command, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run console-script ``argv`` for README command ``cmd``: a subprocess for the
+    :data:`SUBPROCESS` representatives and for commands that start processes of their own
+    (:func:`_multiprocess`), else in-process (same entry point, same argv)."""
+    subprocess = cmd.text in SUBPROCESS or _multiprocess(argv)
+    (run_cli if subprocess else run_main)(argv, cwd, env=env)
+
+
 def _params() -> list:
     params = []
     for cmd in COMMANDS:
@@ -528,6 +586,26 @@ def test_readme_command_runs(
             "teach _dispatch how to run it"
         )
     runner(cmd, request)
+
+
+def test_every_console_script_runs_once_as_a_subprocess() -> None:
+    """In-process runs call the ``main`` pyproject installs, and each installed script still
+    starts once as a real subprocess in the default run."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {k: v.split(":")[0] for k, v in scripts.items()} == SCRIPTS
+    assert all(v.endswith(":main") for v in scripts.values()), scripts
+    by_script = {c.argv[0] for c in COMMANDS if c.text in SUBPROCESS}
+    assert by_script == set(SCRIPTS) and len(SUBPROCESS) == len(SCRIPTS), SUBPROCESS
+
+
+def test_commands_that_start_processes_run_as_subprocesses() -> None:
+    """DDP re-launches ``sys.argv`` per rank and joblib spawns workers: never in-process."""
+    assert _multiprocess(["rnb-train", "trainer=ddp_cpu"])
+    assert _multiprocess(["rnb-train", "-m", "seed=0,1", "hydra/launcher=joblib"])
+    assert _multiprocess(["rnb-train", "trainer.devices=2"])
+    assert not _multiprocess(["rnb-train", "-m", "strategy=stratified,rnb", "seed=0,1"])
+    assert not _multiprocess(["rnb-train", "strategy=static", "strategy.weights={a: 2, b: 1}"])
+    assert not _multiprocess(["rnb-report", "runs", "--out", "x"])
 
 
 def test_parser_and_dispatch_cover_odd_commands() -> None:

@@ -2,7 +2,9 @@
 
 A tiny ``rnb-train -m strategy=stratified,rnb seed=0,1`` sweep runs once per module; one
 job's summary is then marked failed (as a crashed job writes it). The report's numbers are
-recomputed here from the summaries themselves.
+recomputed here from the summaries themselves. The console scripts run in-process
+(``tests/cli.run_main``: same entry point and argv, no 15-25 s interpreter start);
+``test_readme_commands.py`` starts each installed script once as a subprocess.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 from rnb.cli.report import main
 from rnb.regroup.advice import summary_advice
 from rnb.report.tables import RESULT_COLUMNS
-from tests.cli import run_cli
+from tests.cli import run_main
 from tests.conftest import TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +36,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["rnb-train", "-m", *TINY, *SHORT, "strategy=stratified,rnb", "seed=0,1"]
     # hydra/callbacks=report writes the sweep's report when the sweep ends; kept aside so the
     # rnb-report tests below (same default --out) start from a clean folder
-    run_cli([*argv, "hydra/callbacks=report", f"hydra.sweep.dir={out}"], root)
+    run_main([*argv, "hydra/callbacks=report", f"hydra.sweep.dir={out}"], root)
     shutil.move(out / "report", root / "callback_report")
     return out
 
@@ -58,7 +60,7 @@ def test_report_of_a_real_multirun(sweep: Path) -> None:
     failed = _mark_failed(sweep)
     summaries = _summaries(sweep)
     assert len(summaries) == 4
-    proc = run_cli(["rnb-report", str(sweep)], sweep.parent)
+    proc = run_main(["rnb-report", str(sweep)], sweep.parent)
     out = sweep / "report"  # the default --out
     assert proc.stdout.strip() == f"report: {out / 'report.md'}"
     md = (out / "report.md").read_text()
@@ -130,7 +132,7 @@ def test_k_sweep_report_of_real_runs(tmp_path: Path) -> None:
     argv = ["rnb-train", "-m", *TINY, *SHORT, "strategy=rnb", "regroup=kmeans",
             "regroup/embedder=tfidf", "regroup.embedder.progress=false",
             "regroup.k_values=[4],[8],[12]"]  # fmt: skip
-    run_cli([*argv, f"hydra.sweep.dir={out}"], tmp_path)
+    run_main([*argv, f"hydra.sweep.dir={out}"], tmp_path)
     assert main([str(out)]) == 0
     md = (out / "report" / "report.md").read_text()
     for k in (4, 8, 12):
@@ -153,7 +155,7 @@ def test_rnb_regroup_and_its_report_flag_an_edge_sweep(tmp_path: Path) -> None:
     """The testbed has 20 latent skills: a 4-8-12 sweep peaks at its top edge, and the
     printed table, ``regroup.md`` and ``regroup.json`` carry the same note."""
     out = tmp_path / "rg"
-    proc = run_cli(
+    proc = run_main(
         ["rnb-regroup", "data.synthetic.n_train=400", "data.synthetic.n_eval=80",
          "regroup/embedder=tfidf", "regroup.embedder.progress=false",
          "regroup.k_values=[4,8,12]", f"hydra.run.dir={out}"],

@@ -25,14 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from rnb.models.base import MixtureModule
 from rnb.models.metrics import DomainLoss
-from rnb.models.optim import adamw_warmup_cosine
 from rnb.models.weighting import DomainLossWeighting
 
 __all__ = ["MLP", "ClassifierModule"]
@@ -66,7 +65,7 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-class ClassifierModule(DomainLossWeighting, L.LightningModule):
+class ClassifierModule(DomainLossWeighting, MixtureModule):
     """Cross-entropy classifier trained on data mixtures (see the module docstring).
 
     Args:
@@ -123,7 +122,7 @@ class ClassifierModule(DomainLossWeighting, L.LightningModule):
         self.val_metric = DomainLoss(len(self.domain_names))
         self.val_correct = DomainLoss(len(self.domain_names))  # per-domain mean of 0/1 hits
         self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
-        self.last_eval: dict[str, Any] | None = None
+        self.last_eval = None
         #: Per-token losses are an LM notion: ``training_step`` never returns them (DoReMi's
         #: reference service needs a causal LM).
         self.keep_token_losses = False
@@ -146,10 +145,6 @@ class ClassifierModule(DomainLossWeighting, L.LightningModule):
         if not isinstance(mod, nn.Linear):
             raise ValueError(f"model.head_module='{name}' is {type(mod).__name__}, not nn.Linear")
         return mod
-
-    def num_parameters(self) -> int:
-        """Trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, num_features]`` float → ``[B, num_classes]`` logits."""
@@ -185,21 +180,9 @@ class ClassifierModule(DomainLossWeighting, L.LightningModule):
         acc = self.val_accuracy.compute()
         for metric in (self.val_metric, self.val_correct, self.val_accuracy):
             metric.reset()
-        logs = {"val/loss": mean, "val/acc": acc}
-        logs.update({f"val/loss/{n}": v for n, v in per_domain.items()})
-        logs.update({f"val/acc/{n}": v for n, v in acc_per_domain.items()})
-        self.log_dict(logs, prog_bar=False, sync_dist=False)
-        self.last_eval = {
-            "eval_loss": float(mean),
-            "eval_loss_per_domain": {n: float(v) for n, v in per_domain.items()},
-            "eval_accuracy": float(acc),
-            "eval_accuracy_per_domain": {n: float(v) for n, v in acc_per_domain.items()},
-            "step": int(self.global_step),
-        }
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        max_steps = self.trainer.max_steps if self.trainer else None
-        return adamw_warmup_cosine(
-            self, max_steps, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.min_lr_ratio
+        self.record_eval(
+            {
+                "loss": ("loss", mean, per_domain),
+                "acc": ("accuracy", acc, acc_per_domain),
+            }
         )

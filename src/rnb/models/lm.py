@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnb.models.base import MixtureModule
 from rnb.models.metrics import DomainLoss
-from rnb.models.optim import adamw_warmup_cosine
 from rnb.models.weighting import DomainLossWeighting
 
 __all__ = ["CausalLMModule", "per_example_loss", "per_token_loss"]
@@ -62,7 +61,7 @@ def per_example_loss(
     return tok.sum(dim=1), valid.sum(dim=1)
 
 
-class CausalLMModule(DomainLossWeighting, L.LightningModule):
+class CausalLMModule(DomainLossWeighting, MixtureModule):
     """A causal LM (GPT-Neo by default, built from a tiny config) trained on mixtures.
 
     The mixing contract (what the Balance callback and its services use): ``training_step``
@@ -107,7 +106,7 @@ class CausalLMModule(DomainLossWeighting, L.LightningModule):
         self.model = self._build(vocab_size, arch, pretrained, eos_token_id)
         self.head_module = head_module
         self.val_metric = DomainLoss(len(self.domain_names))
-        self.last_eval: dict[str, Any] | None = None
+        self.last_eval = None
         #: Return per-token losses from ``training_step`` (set by services that need them).
         self.keep_token_losses = False
 
@@ -156,10 +155,6 @@ class CausalLMModule(DomainLossWeighting, L.LightningModule):
         np.not_equal(labels[:, 1:], -100, out=mask[:, :-1])
         return mask
 
-    def num_parameters(self) -> int:
-        """Trainable parameters (tied weights counted once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
@@ -200,17 +195,4 @@ class CausalLMModule(DomainLossWeighting, L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         mean, per_domain = self.val_metric.named(self.domain_names)
         self.val_metric.reset()
-        logs = {"val/loss": mean, **{f"val/loss/{n}": v for n, v in per_domain.items()}}
-        self.log_dict(logs, prog_bar=False, sync_dist=False)
-        self.last_eval = {
-            "eval_loss": float(mean),
-            "eval_loss_per_domain": {n: float(v) for n, v in per_domain.items()},
-            "step": int(self.global_step),
-        }
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        max_steps = self.trainer.max_steps if self.trainer else None
-        return adamw_warmup_cosine(
-            self, max_steps, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.min_lr_ratio
-        )
+        self.record_eval({"loss": ("loss", mean, per_domain)})
