@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 from rnb.balance.rnb_math import gram_matrix, rnb_weights
 
 VARIANTS: dict[str, dict] = {

@@ -34,7 +34,7 @@ import lightning as L
 import numpy as np
 from greenlet import getcurrent, greenlet
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 from rnb.config import compose
 from rnb.train import build_run
 

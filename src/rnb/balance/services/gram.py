@@ -29,7 +29,7 @@ class GramSignal:
     """Final-layer gradient capture for strategies whose ``needs`` include ``"gram"``.
 
     Args:
-        capture: kwargs of :class:`rnb.balance.grads.HeadGradientCapture`
+        capture: kwargs of :class:`rnb.balance.capture.HeadGradientCapture`
             (``balance.capture``).
         exact_limit_bytes: ``mode: auto`` picks ``exact`` while the ``m·V·d`` fp32
             accumulators fit in this many bytes, else ``sketch``.
@@ -48,7 +48,7 @@ class GramSignal:
 
     def setup(self, pl_module: L.LightningModule, num_domains: int, meter: OverheadMeter) -> None:
         """Build the capture on ``pl_module.head`` and attach its hooks."""
-        from rnb.balance.grads import HeadGradientCapture
+        from rnb.balance.capture import HeadGradientCapture
 
         cfg = dict(self.cfg)
         head = pl_module.head
