@@ -29,6 +29,7 @@ from rnb.balance.rnb_math import gram_matrix, rnb_weights
 VARIANTS: dict[str, dict] = {
     "exact": {"mode": "exact"},
     "exact_rows16": {"mode": "exact", "rows_per_example": 16},
+    "exact_fused": {"mode": "exact", "fused": True},
     "sketch": {"mode": "sketch"},
     "sketch_rows16": {"mode": "sketch", "rows_per_example": 16},
 }
@@ -92,20 +93,34 @@ class NoopHook:
     def detach(self) -> None:
         self.handle.remove()
 
-    def set_batch(self, dom: torch.Tensor) -> None:
+    def set_batch(self, dom: torch.Tensor, row_mask: torch.Tensor | None = None) -> None:
         pass
 
 
-def time_step(model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap) -> tuple[float, float]:
+def labels_of(ids: torch.Tensor, prompt_frac: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels with the first ``prompt_frac`` of each sequence ignored, and the head's row mask
+    (None when every row has a label but the last: the capture is told nothing)."""
+    if prompt_frac <= 0:
+        return ids, None
+    labels = ids.clone()
+    labels[:, : int(prompt_frac * ids.shape[1])] = -100
+    valid = labels[:, 1:] != -100
+    return labels, torch.cat([valid, torch.zeros_like(valid[:, :1])], dim=1)
+
+
+def time_step(
+    model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap, prompt_frac: float = 0.0
+) -> tuple[float, float]:
     """(step seconds, seconds inside the capture's hooks)."""
     model.zero_grad(set_to_none=True)
     clock = getattr(cap, "_timer", None)
     hook0 = clock.total if clock is not None else 0.0
+    labels, mask = labels_of(ids, prompt_frac)
     if cap is not None:
         cap.attach()
-        cap.set_batch(dom)
+        cap.set_batch(dom, row_mask=mask)
     t0 = time.perf_counter()
-    model(input_ids=ids, labels=ids).loss.backward()
+    model(input_ids=ids, labels=labels).loss.backward()
     elapsed = time.perf_counter() - t0
     if cap is not None:
         cap.detach()
@@ -115,13 +130,11 @@ def time_step(model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap) -> tu
 def timing(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None:
     head, m = model.lm_head, args.domains
     caps: dict[str, object] = {"none": None, "noop_hooks": NoopHook(head)}
+    wanted = [v for v in args.variants.split(",") if v] or list(VARIANTS)
     caps.update(
         # buffer_mb=0: products every step, so each timed step carries its whole cost (a
         # median over steps would otherwise skip the occasional flush of a buffered run).
-        {
-            k: HeadGradientCapture(head, m, timer=Clock(), buffer_mb=0, **kw)
-            for k, kw in VARIANTS.items()
-        }
+        {k: HeadGradientCapture(head, m, timer=Clock(), buffer_mb=0, **VARIANTS[k]) for k in wanted}
     )
     names = list(caps)
     times: dict[str, list[float]] = {k: [] for k in names}
@@ -130,7 +143,7 @@ def timing(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None
         ids, dom = data.batch(args.batch, args.seq)  # same batch for every variant of a rep
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
-            t, h = time_step(model, ids, dom, caps[name])
+            t, h = time_step(model, ids, dom, caps[name], args.prompt_frac)
             if rep >= args.warmup:
                 times[name].append(t)
                 hooks[name].append(h)
@@ -185,6 +198,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quality-steps", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--prompt-frac", type=float, default=0.0,
+        help="loss ignored on this leading fraction of each sequence (the default config "
+        "trains on responses only); the capture gets the row mask",
+    )  # fmt: skip
+    ap.add_argument("--variants", default="", help="comma-separated subset of the variants")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     args = ap.parse_args()
     if args.threads > 0:

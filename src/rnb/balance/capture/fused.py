@@ -55,21 +55,22 @@ class FusedLinear(torch.autograd.Function):
         products: Products,
         with_bias_column: bool,
     ) -> torch.Tensor:
-        device = a.device.type
+        device, x = a.device.type, a
         if torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
-            a, weight = a.to(dtype), weight.to(dtype)
+            x, weight = a.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
+        # The uncast input, as the hook path reads it: the products run in fp32 anyway.
         ctx.save_for_backward(a, weight)
         ctx.products, ctx.with_bias_column = products, with_bias_column
         ctx.has_bias = bias is not None
         with torch.autocast(device, enabled=False):
-            return F.linear(a, weight, bias)
+            return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         a, weight = ctx.saved_tensors
-        grad_a = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_a = grad @ weight.to(grad.dtype) if ctx.needs_input_grad[0] else None
         V, d = weight.shape
         delta, rows = grad.reshape(-1, V), a.reshape(-1, d)
         grad_w = ctx.products(delta, rows)

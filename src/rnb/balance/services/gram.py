@@ -140,7 +140,11 @@ def capture_flops_per_row(capture: Any) -> float:
 
     One ``vk × dk`` outer-product accumulation (``2·vk·dk``), plus the count sketch of
     ``δ`` (``V`` multiply-adds) and the projection of ``a`` (``2·d·dk``) when sketching.
+    Fused capture (``balance.capture.fused``): 0, its products are the head's weight gradient
+    that training computes anyway (what it adds is memory traffic, seen in the wall time).
     """
+    if getattr(capture, "fused", False):
+        return 0.0
     dim = capture.accumulators.shape[1]
     flops = 2.0 * dim
     if getattr(capture, "_signs", None) is not None:
