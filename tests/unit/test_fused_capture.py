@@ -166,6 +166,9 @@ def test_fused_option_is_checked_and_resolved() -> None:
     with pytest.raises(ValueError, match="balance.capture.fused"):
         HeadGradientCapture(head, 2, mode="exact", fused="yes")
     assert not HeadGradientCapture(head, 2, mode="sketch", fused="auto").fused
+    assert not HeadGradientCapture(head, 2, mode="exact", rows_per_example=2, fused="auto").fused
+    assert HeadGradientCapture(head, 2, mode="exact", fused="auto").fused
+    assert not HeadGradientCapture(head, 2, mode="exact").fused  # the class default: hooks
 
 
 def test_fused_linear_without_capture_state_is_plain_linear() -> None:

@@ -1,5 +1,10 @@
-"""Gradient capture: per-domain gradients of a final ``nn.Linear`` from the ordinary backward (method.md §Per-example
-gradients, §Making capture cheap).
+"""Gradient capture: per-domain gradients of a final ``nn.Linear`` from the ordinary backward
+(method.md §Per-example gradients, §Making capture cheap).
+
+Modules: `head` (the `HeadGradientCapture` object: hooks, batches, results), `products` (the
+hook path's per-domain products), `fused` (the head's weight gradient computed per domain),
+`rows` (which rows feed which domain), `rowbuffer` (deferred products), `sketch`, `sizes`
+(shapes, memory, option checks), `state` (checkpoints), `settled` (read-after-flush totals).
 
 For ``s = a Wᵀ + b`` the gradient of the loss restricted to rows ``R`` is ``Σ_{r∈R} δ_rᵀ a_r``
 with ``δ = ∂loss/∂s``. A forward hook keeps ``a`` (autograd keeps it anyway) and puts a
@@ -41,6 +46,22 @@ the per-domain products run once per flush (`rowbuffer`); otherwise ``δ`` is us
 in place, one product per run of same-domain examples, since copying a large ``δ`` costs more
 than the products. Host syncs: one per flush (or per backward when unbuffered: the
 finiteness check), plus one per `set_batch` if the ids or the mask live on the GPU.
+
+Fused (``balance.capture.fused``, exact mode): instead of hooks the head runs through
+`fused.FusedLinear`, whose backward computes each domain's ``δ_Rᵀ a_R`` once and returns
+their sum as the head's weight gradient, so exact capture adds no FLOPs (details, and the
+memory traffic it adds instead, in `rnb.balance.capture.fused`).
+
+Metering (``summary.json`` ``overhead.wall_pct``): every piece of capture work runs inside
+the meter's section — host planning in `set_batch`, the forward hook's planning, the
+backward hook's copies and products, flushes, the Gram. What no section can time: Python
+dispatch of the hooks by autograd (microseconds), and side effects on the training's own
+kernels (caches evicted by the products, allocator state). The fused path meters only what
+plain autograd would not do (scratch allocation, the sum, the accumulator update), since its
+products replace the weight-gradient product. ``benchmarks/overhead.py`` prints, next to the
+measured ratio, the measured extra ms/step of ``rnb lambda0`` (R&B machinery with the uniform
+mixture) against the metered ms/step: their difference is what the meter misses; any further
+difference of ``rnb`` is the effect of another mixture (other documents), not overhead.
 """
 
 from rnb.balance.capture.head import HeadGradientCapture

@@ -69,7 +69,7 @@ class HeadGradientCapture:
         seed: int = 0,
         include_bias: bool = False,
         buffer_mb: float | str = "auto",
-        fused: bool | str = "auto",
+        fused: bool | str = False,
         timer: Any | None = None,
     ) -> None:
         sizes.check_args(
@@ -103,7 +103,7 @@ class HeadGradientCapture:
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._paused = False
         self._timer = timer
-        self.fused = sizes.resolve_fused(fused, mode, rows_per_example, self.num_domains)
+        self.fused = sizes.resolve_fused(fused, mode, rows_per_example)
         self._scratch: torch.Tensor | None = None  # fused: [m, V, d(+1)] per-domain products
 
     # ------------------------------------------------------------------ wiring
