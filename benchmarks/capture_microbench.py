@@ -23,12 +23,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 from rnb.balance.rnb_math import gram_matrix, rnb_weights
 
 VARIANTS: dict[str, dict] = {
     "exact": {"mode": "exact"},
     "exact_rows16": {"mode": "exact", "rows_per_example": 16},
+    "exact_fused": {"mode": "exact", "fused": True},
+    # the default buffered hook path: compare its *mean* (flushes land on some steps only)
+    "exact_buffered": {"mode": "exact", "buffer_mb": "auto"},
     "sketch": {"mode": "sketch"},
     "sketch_rows16": {"mode": "sketch", "rows_per_example": 16},
 }
@@ -92,20 +95,34 @@ class NoopHook:
     def detach(self) -> None:
         self.handle.remove()
 
-    def set_batch(self, dom: torch.Tensor) -> None:
+    def set_batch(self, dom: torch.Tensor, row_mask: torch.Tensor | None = None) -> None:
         pass
 
 
-def time_step(model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap) -> tuple[float, float]:
+def labels_of(ids: torch.Tensor, prompt_frac: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels with the first ``prompt_frac`` of each sequence ignored, and the head's row mask
+    (None when every row has a label but the last: the capture is told nothing)."""
+    if prompt_frac <= 0:
+        return ids, None
+    labels = ids.clone()
+    labels[:, : int(prompt_frac * ids.shape[1])] = -100
+    valid = labels[:, 1:] != -100
+    return labels, torch.cat([valid, torch.zeros_like(valid[:, :1])], dim=1)
+
+
+def time_step(
+    model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap, prompt_frac: float = 0.0
+) -> tuple[float, float]:
     """(step seconds, seconds inside the capture's hooks)."""
     model.zero_grad(set_to_none=True)
     clock = getattr(cap, "_timer", None)
     hook0 = clock.total if clock is not None else 0.0
+    labels, mask = labels_of(ids, prompt_frac)
     if cap is not None:
         cap.attach()
-        cap.set_batch(dom)
+        cap.set_batch(dom, row_mask=mask)
     t0 = time.perf_counter()
-    model(input_ids=ids, labels=ids).loss.backward()
+    model(input_ids=ids, labels=labels).loss.backward()
     elapsed = time.perf_counter() - t0
     if cap is not None:
         cap.detach()
@@ -115,12 +132,13 @@ def time_step(model: nn.Module, ids: torch.Tensor, dom: torch.Tensor, cap) -> tu
 def timing(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None:
     head, m = model.lm_head, args.domains
     caps: dict[str, object] = {"none": None, "noop_hooks": NoopHook(head)}
+    wanted = [v for v in args.variants.split(",") if v] or list(VARIANTS)
     caps.update(
         # buffer_mb=0: products every step, so each timed step carries its whole cost (a
         # median over steps would otherwise skip the occasional flush of a buffered run).
         {
-            k: HeadGradientCapture(head, m, timer=Clock(), buffer_mb=0, **kw)
-            for k, kw in VARIANTS.items()
+            k: HeadGradientCapture(head, m, timer=Clock(), **{"buffer_mb": 0, **VARIANTS[k]})
+            for k in wanted
         }
     )
     names = list(caps)
@@ -130,20 +148,25 @@ def timing(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None
         ids, dom = data.batch(args.batch, args.seq)  # same batch for every variant of a rep
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
-            t, h = time_step(model, ids, dom, caps[name])
+            t, h = time_step(model, ids, dom, caps[name], args.prompt_frac)
             if rep >= args.warmup:
                 times[name].append(t)
                 hooks[name].append(h)
     # Paired ratios (same rep, adjacent in time) cancel most of the machine's drift.
     print(f"\nstep time (fwd+bwd), {args.reps} interleaved reps, threads={torch.get_num_threads()}")
     print("ratio: median over reps of (step / the same rep's no-capture step)")
-    print(f"{'variant':<16}{'median ms':>10}{'ratio':>8}{'IQR of ratio':>16}{'hook ms':>9}")
+    print(
+        f"{'variant':<16}{'median ms':>10}{'ratio':>8}{'IQR of ratio':>16}{'hook ms':>9}{'mean ratio':>12}"
+    )
     for name in names:
         ratios = sorted(t / b for t, b in zip(times[name], times["none"], strict=True))
         q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
         med, hook = statistics.median(times[name]), statistics.median(hooks[name])
         ratio, iqr = statistics.median(ratios), f"{q1:.3f}-{q3:.3f}"
-        print(f"{name:<16}{1e3 * med:>10.1f}{ratio:>8.3f}{iqr:>16}{1e3 * hook:>9.1f}")
+        mean_ratio = statistics.mean(times[name]) / statistics.mean(times["none"])
+        print(
+            f"{name:<16}{1e3 * med:>10.1f}{ratio:>8.3f}{iqr:>16}{1e3 * hook:>9.1f}{mean_ratio:>12.3f}"
+        )
 
 
 def quality(args: argparse.Namespace, model: nn.Module, data: DomainData) -> None:
@@ -185,6 +208,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quality-steps", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--prompt-frac", type=float, default=0.0,
+        help="loss ignored on this leading fraction of each sequence (the default config "
+        "trains on responses only); the capture gets the row mask",
+    )  # fmt: skip
+    ap.add_argument("--variants", default="", help="comma-separated subset of the variants")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     args = ap.parse_args()
     if args.threads > 0:

@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 from rnb.balance.rnb_math import gram_matrix, rnb_weights
 from rnb.config import compose
 from rnb.train import build_run

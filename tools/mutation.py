@@ -121,6 +121,14 @@ MODULES: dict[str, Module] = {
             "tests/integration/test_detours.py::test_inline_detours_resume_inside_a_detour_exactly",
         ),
     ),
+    "capture": Module(
+        ("src/rnb/balance/capture/*",),
+        (
+            "tests/unit/test_grads.py",
+            "tests/unit/test_fused_capture.py",
+            "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
+        ),
+    ),
     "sampler": Module(
         ("src/rnb/data/sampler.py",),
         ("tests/unit/test_sampler.py", "tests/unit/test_detour_plan.py"),

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 from rnb.data.digits import class_domains
 from rnb.models.classifier import MLP, ClassifierModule
 

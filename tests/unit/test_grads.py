@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnb.balance.grads import HeadGradientCapture
+from rnb.balance.capture import HeadGradientCapture
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:

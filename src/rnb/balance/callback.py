@@ -38,7 +38,7 @@ class BalanceCallback(BalanceState, L.Callback):
         strategy: the mixing strategy.
         steps_per_round: ``K`` (``balance.steps_per_round``).
         warmup_rounds: rounds trained with uniform ``p`` before the strategy takes over.
-        capture: kwargs of :class:`rnb.balance.grads.HeadGradientCapture` (used only by
+        capture: kwargs of :class:`rnb.balance.capture.HeadGradientCapture` (used only by
             strategies that need ``"gram"``). ``mode: auto`` (default) picks ``exact`` while
             the ``m·V·d`` fp32 accumulators fit in ``exact_limit_bytes``, else ``sketch``.
         save_gram: write each round's Gram matrix as ``.npy`` under the run dir.
@@ -91,7 +91,7 @@ class BalanceCallback(BalanceState, L.Callback):
     # ------------------------------------------------------------------ setup
     @property
     def capture(self) -> Any:
-        """The final-layer :class:`~rnb.balance.grads.HeadGradientCapture` (``None`` unless
+        """The final-layer :class:`~rnb.balance.capture.HeadGradientCapture` (``None`` unless
         the strategy needs ``"gram"``)."""
         return self.gram_signal.capture if self.gram_signal is not None else None
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from rnb.balance.settled import Settled
+from rnb.balance.capture.settled import Settled
 
 __all__ = ["DomainStats"]
 

@@ -29,7 +29,7 @@ class GramSignal:
     """Final-layer gradient capture for strategies whose ``needs`` include ``"gram"``.
 
     Args:
-        capture: kwargs of :class:`rnb.balance.grads.HeadGradientCapture`
+        capture: kwargs of :class:`rnb.balance.capture.HeadGradientCapture`
             (``balance.capture``).
         exact_limit_bytes: ``mode: auto`` picks ``exact`` while the ``m·V·d`` fp32
             accumulators fit in this many bytes, else ``sketch``.
@@ -48,7 +48,7 @@ class GramSignal:
 
     def setup(self, pl_module: L.LightningModule, num_domains: int, meter: OverheadMeter) -> None:
         """Build the capture on ``pl_module.head`` and attach its hooks."""
-        from rnb.balance.grads import HeadGradientCapture
+        from rnb.balance.capture import HeadGradientCapture
 
         cfg = dict(self.cfg)
         head = pl_module.head
@@ -140,7 +140,11 @@ def capture_flops_per_row(capture: Any) -> float:
 
     One ``vk × dk`` outer-product accumulation (``2·vk·dk``), plus the count sketch of
     ``δ`` (``V`` multiply-adds) and the projection of ``a`` (``2·d·dk``) when sketching.
+    Fused capture (``balance.capture.fused``): 0, its products are the head's weight gradient
+    that training computes anyway (what it adds is memory traffic, seen in the wall time).
     """
+    if getattr(capture, "fused", False):
+        return 0.0
     dim = capture.accumulators.shape[1]
     flops = 2.0 * dim
     if getattr(capture, "_signs", None) is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["RowPlan", "plan_rows"]
+__all__ = ["RowPlan", "parse_batch", "plan_rows"]
 
 
 @dataclass
@@ -35,6 +35,28 @@ class RowPlan:
     example_counts: torch.Tensor
     rows: int
     row_domains: np.ndarray | None = None
+
+
+def parse_batch(
+    domain_ids: torch.Tensor | np.ndarray, row_mask: torch.Tensor | np.ndarray | None, m: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Host copies of a batch's ``[B]`` domain ids (int64) and ``[B, T]`` row mask (bool).
+
+    Raises:
+        ValueError: an id outside ``[0, m)`` or a mask whose first dimension is not ``B``.
+    """
+    dom = _host(domain_ids).astype(np.int64, copy=False).reshape(-1)
+    if dom.size and (int(dom.min()) < 0 or int(dom.max()) >= m):
+        raise ValueError(
+            f"domain_ids: must lie in [0, {m}) (num_domains), got "
+            f"min {int(dom.min())}, max {int(dom.max())}"
+        )
+    if row_mask is None:
+        return dom, None
+    mask = _host(row_mask).astype(bool, copy=False)
+    if mask.shape[0] != dom.size:
+        raise ValueError(f"row_mask: need [{dom.size}, T], got {tuple(mask.shape)}")
+    return dom, mask.reshape(dom.size, -1)
 
 
 def plan_rows(
@@ -114,3 +136,10 @@ def _runs(dom: np.ndarray, T: int) -> list[tuple[int, int, int]]:
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _host(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A host NumPy view of ``x`` (copies only device tensors)."""
+    if isinstance(x, np.ndarray):
+        return x
+    return torch.as_tensor(x).detach().cpu().numpy()

@@ -1,4 +1,4 @@
-"""Random sketches of the head gradient (see `rnb.balance.grads` for why they are unbiased).
+"""Random sketches of the head gradient (see `rnb.balance.capture` for why they are unbiased).
 
 ``S_d``: a ``d → k`` projection with orthonormal rows scaled by ``sqrt(d/k)``; ``S_V``: a
 count sketch ``V → k`` with strided buckets ``v mod k`` and a random sign per entry.
