@@ -23,8 +23,8 @@ from rnb.data.tokenize import (
     TokenizedSplit,
     encode_examples,
     load_tokenizer,
-    tokenizer_fingerprint,
 )
+from rnb.run.fingerprint import tokenizer_digest
 
 if TYPE_CHECKING:
     from rnb.regroup.pipeline import Regroup
@@ -98,7 +98,7 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         encoding: str = "utf-8",
         encoding_errors: str = "strict",
         on_missing: str = "error",
-        store_chunk_size: int = 50_000,
+        store_chunk_size: int = 20_000,
     ) -> None:
         super().__init__()
         if train_path is None and synthetic is None:
@@ -279,7 +279,7 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
     def _stores(self, corpus: Corpus) -> tuple[TokenStore, TokenStore]:
         """The train and eval token stores (one store when eval is split off train)."""
         root = self.cache_dir / "token_store"
-        common = (self.max_length, tokenizer_fingerprint(self.tokenizer))
+        common = (self.max_length, tokenizer_digest(self.tokenizer))
         out = []
         for source, scan in corpus.sources():
             fp = store_fingerprint(corpus.key(source), *common)

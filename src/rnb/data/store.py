@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 #: Format version of the store; bump when its layout or content changes.
 FORMAT_VERSION = 1
 _ARRAYS = ("tokens", "offsets", "lab_from")
+_SUB = 1024  # examples per tokenizer call
 
 
 def store_fingerprint(*parts: object) -> str:
@@ -182,6 +183,31 @@ def _chunk_path(partial: Path, k: int) -> Path:
     return partial / f"chunk_{k:06d}.npz"
 
 
+def _encode(
+    batch: list[tuple[str, str | None]], tokenizer: Any, max_length: int, first: int
+) -> dict[str, np.ndarray]:
+    """Flat ``tokens`` (int32), ``lengths`` (int64) and ``lab_from`` (int32) of one chunk.
+
+    Tokenised ``_SUB`` examples at a time, each turned into NumPy at once: the
+    tokenizer's per-text objects never pile up for a whole chunk.
+    """
+    tokens, lengths, lab_from = [], [], []
+    for at in range(0, len(batch), _SUB):
+        part = batch[at : at + _SUB]
+        targets = None if part[0][1] is None else [t for _, t in part]
+        seqs, labs = encode_rows(
+            tokenizer, [s for s, _ in part], targets, max_length, first=first + at
+        )
+        lengths.append(np.array([len(q) for q in seqs], dtype=np.int64))
+        tokens.append(np.fromiter((t for q in seqs for t in q), np.int32, int(lengths[-1].sum())))
+        lab_from.append(labs)
+    return {
+        "tokens": np.concatenate(tokens),
+        "lengths": np.concatenate(lengths),
+        "lab_from": np.concatenate(lab_from),
+    }
+
+
 def _encode_chunks(
     pairs: Iterator[tuple[str, str | None]],
     n: int,
@@ -201,15 +227,9 @@ def _encode_chunks(
             batch = list(islice(pairs, chunk_size))
             out = _chunk_path(partial, k)
             if not out.exists():  # else written by an interrupted build: resume after it
-                sources = [s for s, _ in batch]
-                targets = None if batch and batch[0][1] is None else [t for _, t in batch]
-                seqs, lab_from = encode_rows(
-                    tokenizer, sources, targets, max_length, first=k * chunk_size
-                )
-                tokens = np.fromiter((t for q in seqs for t in q), dtype=np.int32)
-                lengths = np.array([len(q) for q in seqs], dtype=np.int64)
+                arrays = _encode(batch, tokenizer, max_length, k * chunk_size)
                 tmp = partial / f".chunk_{k:06d}.tmp.npz"
-                np.savez(tmp, tokens=tokens, lengths=lengths, lab_from=lab_from)
+                np.savez(tmp, **arrays)
                 tmp.replace(out)
             bar.update(len(batch))
     return n_chunks
@@ -242,7 +262,7 @@ def build_store(
     n: int,
     tokenizer: Any,
     max_length: int,
-    chunk_size: int = 50_000,
+    chunk_size: int = 20_000,
     progress: bool = True,
 ) -> TokenStore:
     """The store ``<root>/<fingerprint>``, built from ``pairs()`` unless it exists.

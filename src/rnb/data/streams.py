@@ -22,30 +22,19 @@ from rnb.data.readers import Record, TextPolicy, read_file, read_hf
 __all__ = ["FileSource", "ListSource", "content_hash"]
 
 _HASHES: dict[tuple[str, int, int], str] = {}
-_CHUNK = 1 << 20
-
-
-def _hash_path(h: hashlib._Hash, p: Path) -> None:
-    with p.open("rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (16 hex digits) of a file's bytes, or of every file under a folder.
+    """SHA-256 of a file's bytes, or of every file under a folder
+    (:func:`rnb.run.fingerprint.sha256_path`), memoised per process by (path, size,
+    mtime), so the passes of one run hash once."""
+    from rnb.run.fingerprint import sha256_path
 
-    Memoised per process by (path, size, mtime), so the passes of one run hash once.
-    """
     p = Path(path)
     stat = p.stat()
     memo = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _HASHES:
-        h = hashlib.sha256()
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        for q in files:
-            h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-            _hash_path(h, q)
-        _HASHES[memo] = h.hexdigest()[:16]
+        _HASHES[memo] = sha256_path(p)
     return _HASHES[memo]
 
 

@@ -23,7 +23,6 @@ __all__ = [
     "encode_examples",
     "encode_rows",
     "load_tokenizer",
-    "tokenizer_fingerprint",
 ]
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
@@ -113,13 +112,6 @@ def _train_bpe(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     bpe.save(str(tmp))
     tmp.replace(path)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Hash of a fast tokenizer's full definition (vocabulary, merges, special tokens)."""
-    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
-    h.update(repr((tokenizer.pad_token_id, tokenizer.eos_token_id)).encode())
-    return h.hexdigest()[:16]
 
 
 class TokenizedSplit:
