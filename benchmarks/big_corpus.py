@@ -60,13 +60,13 @@ def write_corpus(path: Path, docs: int, domains: int, seed: int = 0) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def _overrides(path: Path, out: Path, steps: int) -> list[str]:
+def _overrides(path: Path, out: Path, steps: int, eval_fraction: float) -> list[str]:
     return [
         "data=files",
         f"data.train_path={path}",
         "data.text_fields=[text]",
         "data.domain_field=domain",
-        "data.eval_fraction=0.001",
+        f"data.eval_fraction={eval_fraction}",
         "data.max_length=32",
         "data.batch_size=16",
         "data.eval_batch_size=256",
@@ -103,7 +103,7 @@ def _index_bytes(dm) -> int:
     return sum(unique.values()) + dm.train_data.rows.size * 8
 
 
-def child(path: Path, out: Path, steps: int) -> None:
+def child(path: Path, out: Path, steps: int, eval_fraction: float) -> None:
     """One ``rnb-train`` run in this process; prints a JSON line of its memory figures."""
     import lightning as L
 
@@ -123,7 +123,7 @@ def child(path: Path, out: Path, steps: int) -> None:
                 seen["docs"] = len(trainer.datamodule.corpus().train_scan.kept)
 
     import_rss = _rss_mib()
-    cfg = compose("train", _overrides(path, out, steps))
+    cfg = compose("train", _overrides(path, out, steps, eval_fraction))
     t0 = time.perf_counter()
     summary = train(cfg, callbacks=[Probe()])
     result = {
@@ -140,9 +140,10 @@ def child(path: Path, out: Path, steps: int) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _run(path: Path, out: Path, steps: int, cache: Path) -> dict:
+def _run(path: Path, out: Path, steps: int, cache: Path, eval_fraction: float) -> dict:
     env = {**os.environ, "RNB_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, __file__, "--child", str(path), "--out", str(out), "--steps", str(steps)]
+    cmd += ["--eval-fraction", repr(eval_fraction)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -158,11 +159,13 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/rnb_big_corpus"))
+    ap.add_argument("--eval-docs", type=int, default=2000, help="eval documents of every run")
+    ap.add_argument("--eval-fraction", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.out, args.steps)
+        child(args.child, args.out, args.steps, args.eval_fraction)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     big, small = args.dir / f"corpus_{args.docs}.jsonl", args.dir / f"corpus_{args.small}.jsonl"
@@ -174,8 +177,11 @@ def main() -> None:
     print(f"corpus: {big} ({big.stat().st_size / MiB:.0f} MiB, {time.perf_counter() - t0:.0f} s)")
     cache = args.dir / "cache"
     runs = {}
+    # the same eval set size everywhere: evaluation's activations do not grow with the corpus
+    sizes = {"baseline": args.small, "big": args.docs, "warm": args.docs}
     for name, path in (("baseline", small), ("big", big), ("warm", big)):
-        runs[name] = r = _run(path, args.dir / f"run_{name}", args.steps, cache)
+        frac = args.eval_docs / sizes[name]
+        runs[name] = r = _run(path, args.dir / f"run_{name}", args.steps, cache, frac)
         print(
             f"{name:8s} docs {r['docs']:>9,d}  peak RSS {r['peak_rss_mib']:7.0f} MiB  "
             f"after DataModule {r['datamodule_rss_mib']:7.0f}  after imports "

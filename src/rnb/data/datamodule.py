@@ -1,4 +1,4 @@
-"""The DataModule: loads records, owns Regroup, tokenises, and serves mixture batches."""
+"""The DataModule: scans the sources, owns Regroup, builds the token store, serves batches."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rnb.data.corpus import Corpus
 from rnb.data.fields import FieldRole
 from rnb.data.labels import DomainLabels, single_domain
 from rnb.data.mixture import MixtureData, stack_rows
+from rnb.data.regroup_io import RegroupFields, run_regroup
 from rnb.data.scan import ModelTexts
 from rnb.data.sources import build_texts, check_records, column, field_roles, load_records
 from rnb.data.store import StoreSplit, TokenStore, build_store, store_fingerprint
@@ -218,44 +219,18 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         targets = column(records, self.target_field, "data.target_field")
         return sources, targets
 
-    def _regroup_inputs(
-        self, records: list[dict], split: str
-    ) -> tuple[list[str], list[Any] | None]:
-        """Texts Regroup embeds (``data.embed_fields``, else ``data.text_fields``), plus the
-        vectors of ``regroup.embedder.column`` when the embedder reads precomputed ones."""
-        fields = self.embed_fields or self.text_fields
-        texts = build_texts(
-            records, fields, "data.embed_fields" if self.embed_fields else "data.text_fields"
+    @property
+    def fields(self) -> RegroupFields:
+        """The fields Regroup reads."""
+        return RegroupFields(
+            self.text_fields, self.embed_fields, self.domain_field, self.reference_field
         )
-        col = self.regroup.input_column if self.regroup is not None else None
-        if col is None:
-            return texts, None
-        missing = [i for i, r in enumerate(records) if r.get(col) is None]
-        if missing:
-            raise ValueError(
-                f"regroup.embedder.column='{col}' missing in {len(missing)} {split} records "
-                f"(first: {missing[0]}); columns: {sorted(records[missing[0]])}"
-            )
-        return texts, [r[col] for r in records]
 
     def _domain_labels(self) -> DomainLabels:
         corpus = self.corpus()
         if self.regroup is not None:
-            train, ev = self.load_splits()
-            (texts, vec), (ev_texts, ev_vec) = (
-                self._regroup_inputs(train, "train"),
-                self._regroup_inputs(ev, "eval"),
-            )
-            field, ref = self.domain_field, self.reference_field
-            result = self.regroup.run(
-                texts,
-                ev_texts,
-                predefined=column(train, field, "data.domain_field") if field else None,
-                predefined_eval=column(ev, field, "data.domain_field") if field else None,
-                reference=column(train, ref, "data.reference_field") if ref else None,
-                vectors=None if vec is None else (vec, ev_vec),
-            )
-            self.regroup_result = result
+            self.regroup_result = run_regroup(self.regroup, *self.load_splits(), self.fields)
+            result = self.regroup_result
             return DomainLabels(result.names, result.train, result.eval)
         if self.domain_field is not None:
             return corpus.labels(self.domain_field)
