@@ -1,4 +1,4 @@
-"""The DataModule: loads records, owns Regroup, tokenises, and serves mixture batches."""
+"""The DataModule: scans the sources, owns Regroup, builds the token store, serves batches."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rnb.data.labels import DomainLabels, labels_from_field, single_domain
+from rnb.data.corpus import Corpus
+from rnb.data.fields import FieldRole
+from rnb.data.labels import DomainLabels, single_domain
 from rnb.data.mixture import MixtureData, stack_rows
-from rnb.data.sources import (
-    build_texts,
-    check_records,
-    column,
-    field_roles,
-    load_records,
-    split_records,
+from rnb.data.regroup_io import RegroupFields, run_regroup
+from rnb.data.scan import ModelTexts
+from rnb.data.sources import build_texts, check_records, column, field_roles, load_records
+from rnb.data.store import StoreSplit, TokenStore, build_store, store_fingerprint
+from rnb.data.streams import FileSource, ListSource
+from rnb.data.tokenize import (
+    TokenizedSplit,
+    encode_examples,
+    load_tokenizer,
 )
-from rnb.data.tokenize import TokenizedSplit, encode_examples, load_tokenizer
+from rnb.run.fingerprint import tokenizer_digest
 
 if TYPE_CHECKING:
     from rnb.regroup.pipeline import Regroup
@@ -68,6 +72,8 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
             (``data.encoding_errors``).
         on_missing: ``error`` or ``drop`` for records with a missing value in a field
             the run reads (``data.on_missing``).
+        store_chunk_size: examples per resumable chunk of the token store build
+            (``data.store_chunk_size``; see :mod:`rnb.data.store`).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         encoding: str = "utf-8",
         encoding_errors: str = "strict",
         on_missing: str = "error",
+        store_chunk_size: int = 20_000,
     ) -> None:
         super().__init__()
         if train_path is None and synthetic is None:
@@ -128,148 +135,165 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         self.seed = seed
         self.encoding, self.encoding_errors = encoding, encoding_errors
         self.on_missing = on_missing
+        if int(store_chunk_size) < 1:
+            raise ValueError(f"data.store_chunk_size must be >= 1, got {store_chunk_size}")
+        self.store_chunk_size = int(store_chunk_size)
         self._ready = False
         self.regroup_result: RegroupResult | None = None
 
     # ------------------------------------------------------------------ records
-    def load_splits(self) -> tuple[list[dict], list[dict]]:
-        """Train and eval records (deterministic for a given config; read once)."""
-        # Lightning calls prepare_data again in every fit/validate: read the files once
-        settings = ("train_path", "eval_path", "eval_fraction", "synthetic", "seed", "split")
-        settings += ("text_fields", "target_field", "embed_fields", "domain_field")
-        settings += ("reference_field", "encoding", "encoding_errors", "on_missing")
-        memo = repr([self.regroup is not None, *(getattr(self, k) for k in settings)])
-        if getattr(self, "_splits", (None,))[0] != memo:
-            self._splits = (memo, self._read_splits())
-        return self._splits[1]
-
-    def _read_splits(self) -> tuple[list[dict], list[dict]]:
-        if self.train_path is None:
-            from rnb.data.synthetic import SyntheticConfig, generate
-
-            cfg = dict(self.synthetic or {})
-            cfg.setdefault("seed", self.seed)
-            return generate(SyntheticConfig(**cfg))
-        train = self._load(self.train_path, "data.train_path")
-        if self.eval_path:
-            return train, self._load(self.eval_path, "data.eval_path")
-        # stratified by the predefined domains, so each keeps a training example
-        domains = (
-            column(train, self.domain_field, "data.domain_field") if self.domain_field else None
-        )
-        return split_records(train, self.eval_fraction, self.seed, domains)
-
-    def _load(self, path: str, key: str) -> list[dict]:
-        """Records of one file, with ``data.on_missing`` applied to every field read."""
-        records = load_records(path, key, self.split, self.encoding, self.encoding_errors)
+    def _roles(self) -> list[FieldRole]:
         regroup = self.regroup is not None  # embed / reference fields feed Regroup only
-        roles = field_roles(
+        return field_roles(
             self.text_fields,
             self.target_field,
             self.embed_fields if regroup else None,
             self.domain_field,
             self.reference_field if regroup else None,
         )
-        return check_records(records, roles, self.on_missing, f"{key}='{path}'")
+
+    def corpus(self) -> Corpus:
+        """The sources, their scans and the split (memoised; one pass per source)."""
+        # Lightning calls prepare_data again in every fit/validate: scan the files once
+        settings = ("train_path", "eval_path", "eval_fraction", "synthetic", "seed", "split")
+        settings += ("text_fields", "target_field", "embed_fields", "domain_field")
+        settings += ("reference_field", "encoding", "encoding_errors", "on_missing")
+        memo = repr([self.regroup is not None, *(getattr(self, k) for k in settings)])
+        if getattr(self, "_corpus", (None,))[0] != memo:
+            self._corpus = (memo, self._scan())
+        return self._corpus[1]
+
+    def _scan(self) -> Corpus:
+        texts = ModelTexts(self.text_fields, self.target_field)
+        if self.train_path is None:
+            from rnb.data.synthetic import SyntheticConfig, generate
+
+            cfg = dict(self.synthetic or {})
+            cfg.setdefault("seed", self.seed)
+            train, ev = generate(SyntheticConfig(**cfg))
+            sources = (
+                ListSource(train, "data.synthetic (train)"),
+                ListSource(ev, "data.synthetic (eval)"),
+            )
+        else:
+            opts = (self.split, self.encoding, self.encoding_errors)
+            sources = FileSource(self.train_path, "data.train_path", *opts), None
+            if self.eval_path:
+                sources = sources[0], FileSource(self.eval_path, "data.eval_path", *opts)
+        return Corpus.scan(
+            *sources,
+            self._roles(),
+            self.on_missing,
+            self.domain_field,
+            texts,
+            self.eval_fraction,
+            self.seed,
+        )
+
+    def load_splits(self) -> tuple[list[dict], list[dict]]:
+        """Train and eval records, materialised (Regroup and ``rnb-regroup`` read these).
+
+        Training reads the token store instead: this list is built only on the Regroup
+        path (and for inspection), memoised with :meth:`corpus`.
+        """
+        corpus = self.corpus()
+        if getattr(self, "_splits", (None,))[0] is not corpus:
+            self._splits = (corpus, corpus.records())
+        return self._splits[1]
+
+    @property
+    def train_records(self) -> list[dict]:
+        """The training records (materialised on first use, see :meth:`load_splits`)."""
+        return self.load_splits()[0]
+
+    @property
+    def eval_records(self) -> list[dict]:
+        """The eval records (materialised on first use, see :meth:`load_splits`)."""
+        return self.load_splits()[1]
 
     def _model_io(self, records: list[dict]) -> tuple[list[str], list[str] | None]:
         if self.target_field is None:
             return build_texts(records, self.text_fields), None
-        if isinstance(self.text_fields, str):
-            raise ValueError(
-                "data.target_field needs data.text_fields as a list of fields, not a template"
-            )
-        src_fields = [f for f in self.text_fields if f != self.target_field]
-        if not src_fields:
-            raise ValueError("data.text_fields must contain a field besides data.target_field")
-        sources = build_texts(records, src_fields)
+        texts = ModelTexts(self.text_fields, self.target_field)
+        sources = build_texts(records, list(texts.source.spec))
         targets = column(records, self.target_field, "data.target_field")
         return sources, targets
 
-    def _regroup_inputs(
-        self, records: list[dict], split: str
-    ) -> tuple[list[str], list[Any] | None]:
-        """Texts Regroup embeds (``data.embed_fields``, else ``data.text_fields``), plus the
-        vectors of ``regroup.embedder.column`` when the embedder reads precomputed ones."""
-        fields = self.embed_fields or self.text_fields
-        texts = build_texts(
-            records, fields, "data.embed_fields" if self.embed_fields else "data.text_fields"
+    @property
+    def fields(self) -> RegroupFields:
+        """The fields Regroup reads."""
+        return RegroupFields(
+            self.text_fields, self.embed_fields, self.domain_field, self.reference_field
         )
-        col = self.regroup.input_column if self.regroup is not None else None
-        if col is None:
-            return texts, None
-        missing = [i for i, r in enumerate(records) if r.get(col) is None]
-        if missing:
-            raise ValueError(
-                f"regroup.embedder.column='{col}' missing in {len(missing)} {split} records "
-                f"(first: {missing[0]}); columns: {sorted(records[missing[0]])}"
-            )
-        return texts, [r[col] for r in records]
 
-    def _domain_labels(self, train: list[dict], ev: list[dict]) -> DomainLabels:
+    def _domain_labels(self) -> DomainLabels:
+        corpus = self.corpus()
         if self.regroup is not None:
-            (texts, vec), (ev_texts, ev_vec) = (
-                self._regroup_inputs(train, "train"),
-                self._regroup_inputs(ev, "eval"),
-            )
-            field, ref = self.domain_field, self.reference_field
-            result = self.regroup.run(
-                texts,
-                ev_texts,
-                predefined=column(train, field, "data.domain_field") if field else None,
-                predefined_eval=column(ev, field, "data.domain_field") if field else None,
-                reference=column(train, ref, "data.reference_field") if ref else None,
-                vectors=None if vec is None else (vec, ev_vec),
-            )
-            self.regroup_result = result
+            self.regroup_result = run_regroup(self.regroup, *self.load_splits(), self.fields)
+            result = self.regroup_result
             return DomainLabels(result.names, result.train, result.eval)
         if self.domain_field is not None:
-            return labels_from_field(train, ev, self.domain_field)
-        return single_domain(len(train), len(ev))
+            return corpus.labels(self.domain_field)
+        return single_domain(corpus.train_rows.size, corpus.eval_rows.size)
 
     def prepare_domains(self) -> DomainLabels:
-        """Load the splits and compute their domains only (``rnb-regroup``; no tokenizer)."""
-        return self._domain_labels(*self.load_splits())
+        """Scan the sources and compute their domains only (``rnb-regroup``; no tokenizer)."""
+        return self._domain_labels()
+
+    def _tokenizer(self, corpus: Corpus) -> Any:
+        name, cfg = self.tokenizer_cfg["name"], self.tokenizer_cfg
+        if corpus.in_memory:  # the testbed: its texts are a list already
+            texts: Any = [corpus.texts.corpus(r) for r in corpus.train_source.records]
+            key = None
+        else:  # a file: the BPE reads the training texts as a stream
+            texts, key = corpus.train_corpus, corpus.train_key()
+        return load_tokenizer(
+            name, texts, self.cache_dir, cfg["vocab_size"], cfg["min_frequency"], key
+        )
+
+    def _stores(self, corpus: Corpus) -> tuple[TokenStore, TokenStore]:
+        """The train and eval token stores (one store when eval is split off train)."""
+        root = self.cache_dir / "token_store"
+        common = (self.max_length, tokenizer_digest(self.tokenizer))
+        out = []
+        for source, scan in corpus.sources():
+            fp = store_fingerprint(corpus.key(source), *common)
+            out.append(
+                build_store(
+                    root,
+                    fp,
+                    lambda s=source, sc=scan: corpus.pairs(s, sc),
+                    scan.n,
+                    self.tokenizer,
+                    self.max_length,
+                    self.store_chunk_size,
+                )
+            )
+        return out[0], out[-1]
 
     def prepare_data(self) -> None:
-        """Runs once per node: Regroup and the BPE are computed and cached on disk."""
-        train, ev = self.load_splits()
-        self._domain_labels(train, ev)
-        sources, targets = self._model_io(train)
-        load_tokenizer(
-            self.tokenizer_cfg["name"],
-            [s + " " + t for s, t in zip(sources, targets, strict=True)] if targets else sources,
-            self.cache_dir,
-            self.tokenizer_cfg["vocab_size"],
-            self.tokenizer_cfg["min_frequency"],
-        )
+        """Runs once per node: Regroup, the BPE and the token stores are built and cached."""
+        corpus = self.corpus()
+        self._domain_labels()
+        self.tokenizer = self._tokenizer(corpus)
+        self._stores(corpus)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        """Loads records, labels and tokens on every rank; builds the sampler."""
+        """Scans, labels and opens the token stores on every rank; builds the sampler."""
         if self._ready:
             self._attach_rank()
             return
-        train, ev = self.load_splits()
-        self.train_records, self.eval_records = train, ev
-        self.labels = self._domain_labels(train, ev)
-        sources, targets = self._model_io(train)
-        ev_sources, ev_targets = self._model_io(ev)
-        corpus = (
-            [s + " " + t for s, t in zip(sources, targets, strict=True)] if targets else sources
-        )
-        self.tokenizer = load_tokenizer(
-            self.tokenizer_cfg["name"],
-            corpus,
-            self.cache_dir,
-            self.tokenizer_cfg["vocab_size"],
-            self.tokenizer_cfg["min_frequency"],
-        )
-        self.train_data = encode_examples(
-            self.tokenizer, sources, targets, self.labels.train, self.max_length
-        )
-        self.eval_data = encode_examples(
-            self.tokenizer, ev_sources, ev_targets, self.labels.eval, self.max_length
+        corpus = self.corpus()
+        self.labels = self._domain_labels()
+        self.tokenizer = self._tokenizer(corpus)
+        train_store, eval_store = self._stores(corpus)
+        self.train_data = StoreSplit(train_store, corpus.train_rows, self.labels.train)
+        self.eval_data = StoreSplit(eval_store, corpus.eval_rows, self.labels.eval)
+        self.domain_tokens = np.bincount(
+            self.labels.train,
+            weights=train_store.loss_tokens(corpus.train_rows),
+            minlength=len(self.labels.names),
         )
         self._build_mixture()
         self._ready = True
@@ -280,7 +304,8 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
 
         Same fields (``data.text_fields``/``data.target_field``), ``data.on_missing``,
         tokenizer and ``data.max_length``; no domain field is read (domain ids are ``-1``).
-        Used for the gradient probe's target set (``balance.probe.target_path``).
+        Used for the gradient probe's target set (``balance.probe.target_path``); held in
+        memory (a probe set is small).
 
         Args:
             path: the file (any format :func:`rnb.data.sources.load_records` reads).

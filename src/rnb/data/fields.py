@@ -21,7 +21,15 @@ from typing import Any
 
 from rnb.data.readers import origin
 
-__all__ = ["ON_MISSING", "FieldRole", "build_texts", "check_records", "column", "field_roles"]
+__all__ = [
+    "ON_MISSING",
+    "FieldRole",
+    "MissingTally",
+    "build_texts",
+    "check_records",
+    "column",
+    "field_roles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +136,83 @@ def _require_columns(records: Sequence[dict], role: FieldRole, where: str = "") 
             raise ValueError(f"{role.key}: field '{f}' not in columns {cols}{where}")
 
 
+class MissingTally:
+    """Applies ``data.on_missing`` record by record, so a stream is checked in one pass.
+
+    :func:`check_records` (a list) and the streaming scan (:mod:`rnb.data.scan`) share it:
+    :meth:`keep` decides each record, :meth:`finish` raises or logs once every record was
+    seen (the error counts the records of the first bad role over the whole source).
+
+    Args:
+        roles: from :func:`field_roles`.
+        on_missing: ``error`` or ``drop``.
+        source: ``"data.train_path='t.csv'"``, for messages.
+
+    Raises:
+        ValueError: ``on_missing`` is not one of :data:`ON_MISSING`.
+    """
+
+    def __init__(self, roles: Sequence[FieldRole], on_missing: str = "error", source: str = ""):
+        if on_missing not in ON_MISSING:
+            raise ValueError(f"data.on_missing='{on_missing}': choose one of {ON_MISSING}")
+        self.roles, self.on_missing = list(roles), on_missing
+        self.where = f" of {source}" if source else ""
+        self.columns: set[str] = set()
+        self.seen = 0
+        self.first: tuple[str, str, FieldRole] | None = None  # origin, problem, role
+        self.bad_per_key: dict[str, int] = {}
+
+    def keep(self, record: dict, origin_: str) -> bool:
+        """Whether ``record`` (at ``origin_``) has every value its roles read."""
+        self.seen += 1
+        self.columns.update(record)
+        role = next((role for role in self.roles if role.value(record) is None), None)
+        if role is None:
+            return True
+        if self.first is None:
+            self.first = (origin_, role.problem(record), role)
+        self.bad_per_key[role.key] = self.bad_per_key.get(role.key, 0) + 1
+        return False
+
+    def finish(self) -> None:
+        """Raise for the first bad record (``error``) or log the drops (``drop``).
+
+        Raises:
+            ValueError: a field is in no record (lists the columns), a value is missing
+                with ``on_missing=error``, or ``drop`` left no record. Messages name the
+                file, the record's position in it and the config key.
+        """
+        cols = sorted(self.columns)
+        for role in self.roles:
+            for f in role.fields:
+                if f not in self.columns:
+                    raise ValueError(f"{role.key}: field '{f}' not in columns {cols}{self.where}")
+        if self.first is None:
+            return
+        at, problem, role = self.first
+        n_bad = sum(self.bad_per_key.values())
+        if self.on_missing == "error":
+            n = self.bad_per_key[role.key]
+            raise ValueError(
+                f"{role.key}: {at} {problem}; {n} of {self.seen} records{self.where} lack a "
+                f"{role.key} value. Fill them, change {role.key}, or set data.on_missing=drop "
+                "to skip those records"
+            )
+        if n_bad == self.seen:
+            raise ValueError(f"data.on_missing=drop dropped all {self.seen} records{self.where}")
+        log.warning(
+            "data.on_missing=drop: dropped %d of %d records%s with missing values %s",
+            n_bad,
+            self.seen,
+            self.where,
+            self.bad_per_key,
+        )
+
+
 def check_records(
     records: list[dict], roles: Sequence[FieldRole], on_missing: str = "error", source: str = ""
 ) -> list[dict]:
-    """Apply ``data.on_missing`` to every role of every record.
+    """Apply ``data.on_missing`` to every role of every record (see :class:`MissingTally`).
 
     Args:
         records: loaded records (with provenance, see :class:`rnb.data.readers.Record`).
@@ -144,43 +225,11 @@ def check_records(
         The records kept (all of them with ``error``).
 
     Raises:
-        ValueError: a field is in no record (lists the columns), a value is missing with
-            ``on_missing=error``, or ``drop`` leaves no record. Messages name the file,
-            the record's position in it and the config key.
+        ValueError: as :meth:`MissingTally.finish`.
     """
-    if on_missing not in ON_MISSING:
-        raise ValueError(f"data.on_missing='{on_missing}': choose one of {ON_MISSING}")
-    where = f" of {source}" if source else ""
-    for role in roles:
-        _require_columns(records, role, where)
-    bad: dict[int, FieldRole] = {}
-    for i, r in enumerate(records):
-        role = next((role for role in roles if role.value(r) is None), None)
-        if role is not None:
-            bad[i] = role
-    if not bad:
-        return records
-    if on_missing == "error":
-        i, role = next(iter(bad.items()))
-        n = sum(1 for r in bad.values() if r.key == role.key)
-        raise ValueError(
-            f"{role.key}: {origin(records, i)} {role.problem(records[i])}; {n} of "
-            f"{len(records)} records{where} lack a {role.key} value. Fill them, change "
-            f"{role.key}, or set data.on_missing=drop to skip those records"
-        )
-    kept = [r for i, r in enumerate(records) if i not in bad]
-    if not kept:
-        raise ValueError(f"data.on_missing=drop dropped all {len(records)} records{where}")
-    per_key: dict[str, int] = {}
-    for role in bad.values():
-        per_key[role.key] = per_key.get(role.key, 0) + 1
-    log.warning(
-        "data.on_missing=drop: dropped %d of %d records%s with missing values %s",
-        len(bad),
-        len(records),
-        where,
-        per_key,
-    )
+    tally = MissingTally(roles, on_missing, source)
+    kept = [r for i, r in enumerate(records) if tally.keep(r, origin(records, i))]
+    tally.finish()
     return kept
 
 

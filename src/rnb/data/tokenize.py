@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rnb.caching import cache_lock, code_version
 
-__all__ = ["TokenizedSplit", "encode_examples", "load_tokenizer"]
+__all__ = [
+    "TokenizedSplit",
+    "dense_rows",
+    "encode_examples",
+    "encode_rows",
+    "load_tokenizer",
+]
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 #: Format version of the cached BPE; bump when training or its settings change.
@@ -36,20 +42,25 @@ def _fingerprint(texts: Sequence[str], *parts: object) -> str:
 
 def load_tokenizer(
     name: str | None,
-    train_texts: Sequence[str],
+    train_texts: Sequence[str] | Callable[[], Iterable[str]],
     cache_dir: str | Path,
     vocab_size: int = 2048,
     min_frequency: int = 2,
+    corpus_key: str | None = None,
 ):
     """Return a ``transformers.PreTrainedTokenizerFast`` with pad and eos tokens.
 
     Args:
         name: ``None``/``"bpe"`` trains a byte-level BPE on ``train_texts`` (offline
             default); anything else is an HF tokenizer name or local path.
-        train_texts: the training texts (used only for the BPE).
+        train_texts: the training texts (used only for the BPE): a sequence, or a
+            function returning a fresh iterator over them (a corpus streamed from disk;
+            needs ``corpus_key``).
         cache_dir: where the trained BPE is cached.
         vocab_size: BPE vocabulary size (``model.tokenizer.vocab_size``).
         min_frequency: BPE merge threshold.
+        corpus_key: what determines the texts (source content hashes and settings);
+            keys the cache instead of hashing the texts (which would cost a pass).
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -64,9 +75,13 @@ def load_tokenizer(
         raise ValueError(
             f"model.tokenizer.vocab_size must be >= 300 for byte-level BPE, got {vocab_size}"
         )
-    fp = _fingerprint(
-        train_texts, code_version("tokenizer", FORMAT_VERSION), vocab_size, min_frequency
-    )
+    parts = (code_version("tokenizer", FORMAT_VERSION), vocab_size, min_frequency)
+    if corpus_key is not None:
+        fp = _fingerprint([], *parts, corpus_key)
+    elif callable(train_texts):
+        raise ValueError("load_tokenizer: streamed train_texts need a corpus_key")
+    else:
+        fp = _fingerprint(train_texts, *parts)
     path = Path(cache_dir) / "tokenizers" / fp / "tokenizer.json"
     if not path.exists():
         with cache_lock(path.parent):
@@ -75,13 +90,19 @@ def load_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS, pad_token=PAD)
 
 
-def _train_bpe(train_texts: Sequence[str], vocab_size: int, min_frequency: int, path: Path) -> None:
+def _train_bpe(
+    train_texts: Sequence[str] | Callable[[], Iterable[str]],
+    vocab_size: int,
+    min_frequency: int,
+    path: Path,
+) -> None:
     """Train a byte-level BPE and publish it at ``path`` with an atomic rename."""
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        list(train_texts),
+        # a stream is consumed batch by batch: only the word counts stay in memory
+        train_texts() if callable(train_texts) else list(train_texts),
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=[EOS, PAD],
@@ -127,6 +148,71 @@ class TokenizedSplit:
         }
 
 
+def encode_rows(
+    tokenizer,
+    sources: Sequence[str],
+    targets: Sequence[str] | None,
+    max_length: int,
+    first: int = 0,
+) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids of ``source [+ target] + eos`` per example, cut to ``max_length``.
+
+    With ``targets`` the loss covers only the target tokens and the eos (instruction
+    tuning); without, it covers every token. Sequences longer than ``max_length`` are
+    truncated from the right (the eos may be cut off).
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer with pad and eos tokens.
+        sources: ``[n]`` texts (the whole text without ``targets``).
+        targets: ``[n]`` target texts, or ``None``.
+        max_length: tokens per example (``data.max_length``).
+        first: index of ``sources[0]`` in its split (for the error message).
+
+    Returns:
+        ``(seqs, lab_from)``: ``n`` id lists of length ``<= max_length`` and ``[n]`` int32
+        first loss position of each (``0`` without targets).
+
+    Raises:
+        ValueError: ``max_length < 4``, or an example keeps no target token.
+    """
+    if max_length < 4:
+        raise ValueError(f"data.max_length must be >= 4, got {max_length}")
+    eos_id = tokenizer.eos_token_id
+    src = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
+    if targets is None:
+        seqs = [[*s, eos_id][:max_length] for s in src]
+        return seqs, np.zeros(len(seqs), dtype=np.int32)
+    tgt = tokenizer([" " + t for t in targets], add_special_tokens=False)["input_ids"]
+    seqs = [[*s, *t, eos_id][:max_length] for s, t in zip(src, tgt, strict=True)]
+    lab_from = np.array([min(len(s), max_length) for s in src], dtype=np.int32)
+    empty = np.flatnonzero(lab_from >= np.array([len(q) for q in seqs], dtype=np.int32))
+    if empty.size:
+        raise ValueError(
+            f"example {first + int(empty[0])} has no target tokens within "
+            f"data.max_length={max_length}: raise data.max_length"
+        )
+    return seqs, lab_from
+
+
+def dense_rows(
+    seqs: Sequence[Sequence[int] | np.ndarray], lab_from: np.ndarray, max_length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded ``(input_ids, attention_mask, labels)``, each ``[n, max_length]`` int64.
+
+    ``labels`` is ``-100`` before ``lab_from`` and on the padding.
+    """
+    n = len(seqs)
+    ids = np.full((n, max_length), pad_id, dtype=np.int64)
+    mask = np.zeros((n, max_length), dtype=np.int64)
+    labels = np.full((n, max_length), -100, dtype=np.int64)
+    for i, seq in enumerate(seqs):
+        L, a = len(seq), int(lab_from[i])
+        ids[i, :L] = seq
+        mask[i, :L] = 1
+        labels[i, a:L] = ids[i, a:L]
+    return ids, mask, labels
+
+
 def encode_examples(
     tokenizer,
     sources: Sequence[str],
@@ -134,42 +220,11 @@ def encode_examples(
     domain: Sequence[int] | np.ndarray,
     max_length: int,
 ) -> TokenizedSplit:
-    """Tokenise ``source [+ target] + eos`` into fixed-length arrays.
+    """Tokenise ``source [+ target] + eos`` into fixed-length arrays held in memory.
 
-    With ``targets`` the loss covers only the target tokens and the eos (instruction
-    tuning); without, it covers every token. Sequences longer than ``max_length`` are
-    truncated from the right (the eos may be cut off).
+    See :func:`encode_rows` (ids, loss positions, errors) and :func:`dense_rows`; the
+    token store (:mod:`rnb.data.store`) keeps the same rows on disk.
     """
-    if max_length < 4:
-        raise ValueError(f"data.max_length must be >= 4, got {max_length}")
-    n = len(sources)
-    pad_id = tokenizer.pad_token_id
-    eos_id = tokenizer.eos_token_id
-    ids = np.full((n, max_length), pad_id, dtype=np.int64)
-    mask = np.zeros((n, max_length), dtype=np.int64)
-    labels = np.full((n, max_length), -100, dtype=np.int64)
-    src = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
-    tgt = (
-        tokenizer([" " + t for t in targets], add_special_tokens=False)["input_ids"]
-        if targets is not None
-        else None
-    )
-    for i in range(n):
-        s = src[i]
-        if tgt is None:
-            seq = [*s, eos_id][:max_length]
-            lab_from = 0
-        else:
-            seq = [*s, *tgt[i], eos_id][:max_length]
-            lab_from = min(len(s), max_length)
-        L = len(seq)
-        ids[i, :L] = seq
-        mask[i, :L] = 1
-        labels[i, lab_from:L] = seq[lab_from:L]
-    if not (labels != -100).any(axis=1).all():
-        bad = int(np.flatnonzero(~(labels != -100).any(axis=1))[0])
-        raise ValueError(
-            f"example {bad} has no target tokens within data.max_length={max_length}: "
-            "raise data.max_length"
-        )
+    seqs, lab_from = encode_rows(tokenizer, sources, targets, max_length)
+    ids, mask, labels = dense_rows(seqs, lab_from, max_length, tokenizer.pad_token_id)
     return TokenizedSplit(ids, mask, labels, np.asarray(domain, dtype=np.int64))

@@ -1,0 +1,320 @@
+"""The token store: a source's examples tokenised once into memory-mapped flat arrays.
+
+Layout of ``<cache_dir>/token_store/<fingerprint>/`` (NumPy ``.npy`` files, opened with
+``mmap_mode="r"``, so a corpus larger than memory is paged in only where it is read):
+
+* ``tokens.npy``   ``[T]`` int32: every example's ids (``source [+ target] + eos``, cut to
+  ``data.max_length``), concatenated in record order;
+* ``offsets.npy``  ``[n + 1]`` int64: example ``i`` is ``tokens[offsets[i]:offsets[i+1]]``;
+* ``lab_from.npy`` ``[n]`` int32: first position that carries loss (``0`` without
+  ``data.target_field``);
+* ``meta.json``: sizes, ``max_length``, pad id, fingerprint; written last.
+
+The fingerprint (:func:`store_fingerprint`) covers the source's content hash, the fields
+and missing-value policy that select and build the texts, the tokenizer's full definition,
+``max_length`` and the code version, so any change builds a new store.
+
+Building (:func:`build_store`) holds the entry's file lock and writes into
+``<fingerprint>.partial/`` in chunks of ``chunk_size`` examples, each published by an
+atomic rename. A killed build leaves its finished chunks there: the next build skips
+them (re-reading but not re-tokenising those records) and carries on. Only a complete
+store is renamed to ``<fingerprint>/``, so a half-written store is never opened. A data
+error (``ValueError``) removes the partial folder: rebuilding it would fail the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnb.caching import cache_lock, code_version
+from rnb.data.tokenize import encode_rows
+
+__all__ = ["StoreSplit", "TokenStore", "build_store", "store_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+#: Format version of the store; bump when its layout or content changes.
+FORMAT_VERSION = 1
+_ARRAYS = ("tokens", "offsets", "lab_from")
+_SUB = 1024  # examples per tokenizer call
+
+
+def store_fingerprint(*parts: object) -> str:
+    """Cache key of a store: ``parts`` (source hash, fields, tokenizer, ...) + code version."""
+    h = hashlib.sha256(repr((code_version("token_store", FORMAT_VERSION), *parts)).encode())
+    return h.hexdigest()[:16]
+
+
+class TokenStore:
+    """A published store, memory-mapped read-only.
+
+    Args:
+        path: the store folder (``<cache_dir>/token_store/<fingerprint>``).
+
+    Raises:
+        FileNotFoundError: ``meta.json`` is missing (not a complete store).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        self.n, self.max_length = int(meta["n"]), int(meta["max_length"])
+        self.pad_id = int(meta["pad_id"])
+        self.fingerprint = str(meta["fingerprint"])
+        self._maps: dict[str, np.ndarray] | None = None
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        # opened lazily (and again after pickling): a memmap pickles as a full copy
+        if self._maps is None:
+            self._maps = {k: np.load(self.path / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
+        return self._maps
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": None}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def loss_tokens(self, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows)]`` int64: positions ``1..`` of each row that carry loss (the count of
+        ``labels[:, 1:] != -100``, what UniMax's token budget counts)."""
+        a = self._arrays()
+        rows = np.asarray(rows, dtype=np.int64)
+        length = a["offsets"][rows + 1] - a["offsets"][rows]
+        return np.maximum(length - np.maximum(a["lab_from"][rows].astype(np.int64), 1), 0)
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask, labels)`` of ``rows``, each ``[b, max_length]`` int64,
+        exactly as :func:`rnb.data.tokenize.dense_rows` lays them out."""
+        a = self._arrays()
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        b, L = rows.size, self.max_length
+        start, stop = a["offsets"][rows], a["offsets"][rows + 1]
+        length = stop - start
+        pos = np.arange(L)
+        valid = pos[None, :] < length[:, None]  # [b, L]
+        ids = np.full((b, L), self.pad_id, dtype=np.int64)
+        flat = (start[:, None] + pos[None, :])[valid]
+        ids[valid] = a["tokens"][flat]
+        labels = np.where(valid & (pos[None, :] >= a["lab_from"][rows][:, None]), ids, -100)
+        return ids, valid.astype(np.int64), labels
+
+
+class StoreSplit:
+    """A split (a subset of a store's rows) served from the memory-mapped store.
+
+    Same surface as :class:`rnb.data.tokenize.TokenizedSplit`: ``split[i]`` is a dict of
+    ``input_ids``, ``attention_mask``, ``labels`` (``[L]`` int64) and ``domain``;
+    :meth:`take` reads a batch. The full ``[n, L]`` arrays (``input_ids`` ...) are
+    materialised only when asked for (small splits, tests).
+
+    Args:
+        store: the token store.
+        rows: ``[n]`` int64 store rows of this split, in split order.
+        domain: ``[n]`` int64 domain id of each example.
+    """
+
+    def __init__(self, store: TokenStore, rows: np.ndarray, domain: np.ndarray) -> None:
+        self.store = store
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.domain = np.asarray(domain, dtype=np.int64)
+        self._dense: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Batch of split positions ``idx``: ``{key: [b, L]}`` plus ``domain`` ``[b]``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        ids, mask, labels = self.store.rows(self.rows[idx])
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "domain": self.domain[idx],
+        }
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        row = self.take(np.array([i]))
+        return {k: v[0] for k, v in row.items()}
+
+    def _all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._dense is None:
+            self._dense = self.store.rows(self.rows)
+        return self._dense
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """``[n, L]`` int64 (materialised on first access)."""
+        return self._all()[0]
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """``[n, L]`` int64 (materialised on first access)."""
+        return self._all()[1]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``[n, L]`` int64, ``-100`` where no loss is taken (materialised on first access)."""
+        return self._all()[2]
+
+
+def _write_npy(path: Path, parts: Iterable[np.ndarray], dtype: str, n: int) -> None:
+    """Write ``[n]`` values of ``dtype`` from ``parts`` as one ``.npy`` file, part by part
+    (plain writes: nothing of the whole array is ever mapped or held)."""
+    with path.open("wb") as f:
+        header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n,)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for part in parts:
+            np.ascontiguousarray(part, dtype=dtype).tofile(f)
+
+
+def _chunk_path(partial: Path, k: int) -> Path:
+    return partial / f"chunk_{k:06d}.npz"
+
+
+def _encode(
+    batch: list[tuple[str, str | None]], tokenizer: Any, max_length: int, first: int
+) -> dict[str, np.ndarray]:
+    """Flat ``tokens`` (int32), ``lengths`` (int64) and ``lab_from`` (int32) of one chunk.
+
+    Tokenised ``_SUB`` examples at a time, each turned into NumPy at once: the
+    tokenizer's per-text objects never pile up for a whole chunk.
+    """
+    tokens, lengths, lab_from = [], [], []
+    for at in range(0, len(batch), _SUB):
+        part = batch[at : at + _SUB]
+        targets = None if part[0][1] is None else [t for _, t in part]
+        seqs, labs = encode_rows(
+            tokenizer, [s for s, _ in part], targets, max_length, first=first + at
+        )
+        lengths.append(np.array([len(q) for q in seqs], dtype=np.int64))
+        tokens.append(np.fromiter((t for q in seqs for t in q), np.int32, int(lengths[-1].sum())))
+        lab_from.append(labs)
+    return {
+        "tokens": np.concatenate(tokens),
+        "lengths": np.concatenate(lengths),
+        "lab_from": np.concatenate(lab_from),
+    }
+
+
+def _encode_chunks(
+    pairs: Iterator[tuple[str, str | None]],
+    n: int,
+    partial: Path,
+    tokenizer: Any,
+    max_length: int,
+    chunk_size: int,
+    progress: bool,
+) -> int:
+    """Tokenise ``pairs`` into chunk files, skipping chunks already written; returns the
+    number of chunks."""
+    from tqdm.auto import tqdm
+
+    n_chunks = max(1, -(-n // chunk_size))
+    with tqdm(total=n, desc="token store", unit="doc", disable=not progress) as bar:
+        for k in range(n_chunks):
+            batch = list(islice(pairs, chunk_size))
+            out = _chunk_path(partial, k)
+            if not out.exists():  # else written by an interrupted build: resume after it
+                arrays = _encode(batch, tokenizer, max_length, k * chunk_size)
+                tmp = partial / f".chunk_{k:06d}.tmp.npz"
+                np.savez(tmp, **arrays)
+                tmp.replace(out)
+            bar.update(len(batch))
+    return n_chunks
+
+
+def _assemble(partial: Path, n_chunks: int, n: int) -> None:
+    """Concatenate the chunk files into the store's flat arrays, then drop the chunks."""
+
+    def parts(key: str) -> Iterator[np.ndarray]:
+        for k in range(n_chunks):
+            with np.load(_chunk_path(partial, k)) as z:
+                yield z[key]
+
+    lengths = [len(z) for z in parts("lab_from")]
+    if sum(lengths) != n:
+        raise RuntimeError(f"token store {partial}: chunks hold {sum(lengths)} of {n} rows")
+    total = sum(int(p.sum()) for p in parts("lengths"))
+    _write_npy(partial / "tokens.npy", parts("tokens"), "<i4", total)
+    _write_npy(partial / "lab_from.npy", parts("lab_from"), "<i4", n)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(list(parts("lengths"))))])
+    _write_npy(partial / "offsets.npy", [offsets], "<i8", n + 1)
+    for k in range(n_chunks):
+        _chunk_path(partial, k).unlink()
+
+
+def build_store(
+    root: str | os.PathLike[str],
+    fingerprint: str,
+    pairs: Callable[[], Iterator[tuple[str, str | None]]],
+    n: int,
+    tokenizer: Any,
+    max_length: int,
+    chunk_size: int = 20_000,
+    progress: bool = True,
+) -> TokenStore:
+    """The store ``<root>/<fingerprint>``, built from ``pairs()`` unless it exists.
+
+    Args:
+        root: ``<cache_dir>/token_store``.
+        fingerprint: from :func:`store_fingerprint`.
+        pairs: returns a fresh iterator of ``(source, target | None)`` texts, one per
+            example, in store order (``target`` is ``None`` without ``data.target_field``).
+        n: number of examples ``pairs()`` yields.
+        tokenizer: the run's tokenizer.
+        max_length: ``data.max_length``.
+        chunk_size: examples per resumable chunk (``data.store_chunk_size``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The opened store.
+
+    Raises:
+        ValueError: an example keeps no target token (the partial build is removed).
+    """
+    final = Path(root) / fingerprint
+    if (final / "meta.json").exists():
+        return TokenStore(final)
+    with cache_lock(final):
+        if (final / "meta.json").exists():  # another process built it while we waited
+            return TokenStore(final)
+        partial = final.with_name(final.name + ".partial")
+        size_file = partial / "chunk_size"
+        if partial.exists() and (
+            not size_file.exists() or size_file.read_text(encoding="utf-8") != str(chunk_size)
+        ):
+            shutil.rmtree(partial)  # chunks of another size (or unknown): start over
+        partial.mkdir(parents=True, exist_ok=True)
+        size_file.write_text(str(chunk_size), encoding="utf-8")
+        done = len(list(partial.glob("chunk_*.npz")))
+        log.info(
+            "token store %s: %d examples%s",
+            final,
+            n,
+            f" (resuming after {done} chunks)" * bool(done),
+        )
+        try:
+            n_chunks = _encode_chunks(
+                pairs(), n, partial, tokenizer, max_length, chunk_size, progress
+            )
+        except ValueError:
+            shutil.rmtree(partial, ignore_errors=True)  # a data error: nothing to resume
+            raise
+        _assemble(partial, n_chunks, n)
+        meta = {"n": n, "max_length": max_length, "pad_id": int(tokenizer.pad_token_id)}
+        meta.update(fingerprint=fingerprint, format=FORMAT_VERSION, chunk_size=chunk_size)
+        (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(partial, final)  # publish: only a complete store is ever opened
+    return TokenStore(final)
