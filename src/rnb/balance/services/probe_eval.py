@@ -32,7 +32,8 @@ def batch_rows(split: Any, rows: np.ndarray, device: torch.device) -> dict[str, 
         split: a split whose arrays ``split.batch_keys`` names (a feature split:
             ``features``, ``target``, ``domain``), else a
             :class:`~rnb.data.tokenize.TokenizedSplit` (``input_ids``, ``attention_mask``,
-            ``labels``: ``[n, L]``, ``domain``: ``[n]``).
+            ``labels``: ``[n, L]``, ``domain``: ``[n]``); a split with ``take(rows)`` (the
+            token store's :class:`~rnb.data.store.StoreSplit`) is read row by row.
         rows: ``[b]`` int indices.
         device: where the model is.
 
@@ -40,6 +41,12 @@ def batch_rows(split: Any, rows: np.ndarray, device: torch.device) -> dict[str, 
         ``{key: [b, ...]}`` tensors, one per array.
     """
     keys = getattr(split, "batch_keys", LM_KEYS)
+    take = getattr(split, "take", None)
+    if take is not None:
+        # A memory-mapped token store reads just these rows; its whole-split arrays would
+        # materialise the corpus in RAM.
+        got = take(np.asarray(rows))
+        return {key: torch.as_tensor(got[key]).to(device) for key in keys}
     return {key: torch.as_tensor(np.asarray(getattr(split, key))[rows]).to(device) for key in keys}
 
 
