@@ -58,6 +58,13 @@ def test_store_round_trip_equals_in_memory_encoding(tmp_path: Path, tok, with_ta
     item = split[4]
     np.testing.assert_array_equal(item["labels"], ref.labels[rows[4]])
     assert item["domain"] == ref.domain[rows[4]]
+    # the DataLoader's batch read gives each row exactly as split[i] does
+    idx = [4, 0, 29, 4, 11]
+    for got, i in zip(split.__getitems__(idx), idx, strict=True):
+        assert got.keys() == split[i].keys()
+        for key, value in split[i].items():
+            np.testing.assert_array_equal(got[key], value)
+            assert got[key].dtype == value.dtype
     loss = (ref.labels[:, 1:] != -100).sum(axis=1)
     np.testing.assert_array_equal(store.loss_tokens(rows), loss[rows])
     assert not list(tmp_path.glob("*.partial"))  # published, nothing left behind

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,13 @@ class StoreSplit:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         row = self.take(np.array([i]))
         return {k: v[0] for k, v in row.items()}
+
+    def __getitems__(self, idx: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """Rows ``idx`` as ``split[i]`` gives them, read in one :meth:`take`: the DataLoader
+        fetches a whole batch through this (one vectorised read of the memory map per batch
+        instead of one per example)."""
+        batch = self.take(np.asarray(idx, dtype=np.int64))
+        return [{k: v[j] for k, v in batch.items()} for j in range(len(idx))]
 
     def _all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._dense is None:
