@@ -82,24 +82,52 @@ def data_overrides(path: str | None) -> list[str]:
     return ["data=files", f"data.train_path={path}", "data.domain_field=domain"]
 
 
+#: Step phases, between the clock callback's hooks (it runs before every other callback):
+#: ``forward`` = batch start → ``on_before_backward`` (other callbacks' batch-start hooks, the
+#: training step and its loss), ``backward`` → ``on_after_backward``, ``optimizer`` →
+#: ``on_train_batch_end`` (clipping, the optimizer step), ``between`` → the next batch start
+#: (other callbacks' batch-end hooks, logging, loading the next batch).
+PHASES = ("forward", "backward", "optimizer", "between")
+
+
 class TakeTurns(L.Callback):
-    """Times each step of one run and yields to the next run at every batch start."""
+    """Times each step of one run (and its phases) and yields to the next run at every batch
+    start."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.times: list[float] = []
+        self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
         self._t0: float | None = None
+        self._mark: float | None = None
+
+    def _phase(self, name: str) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.phases[name].append(now - self._mark)
+        self._mark = now
 
     def on_train_batch_start(self, *args: Any) -> None:
         now = time.perf_counter()
         if self._t0 is not None:
             self.times.append(now - self._t0)
+            self._phase("between")
         self.scheduler.yield_turn()
-        self._t0 = time.perf_counter()
+        self._t0 = self._mark = time.perf_counter()
+
+    def on_before_backward(self, *args: Any) -> None:
+        self._phase("forward")
+
+    def on_after_backward(self, *args: Any) -> None:
+        self._phase("backward")
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self._phase("optimizer")
 
     def on_train_end(self, *args: Any) -> None:
         if self._t0 is not None:
             self.times.append(time.perf_counter() - self._t0)
+            self._phase("between")
             self._t0 = None
 
 
@@ -134,8 +162,8 @@ class Scheduler:
             self._at(self._turn).switch()
 
 
-def build(strategy: str, overrides: list[str], steps: int, clock: TakeTurns) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"rnb-ovh-{strategy}-"))
+def build(strategy: str, overrides: list[str], steps: int, clock: TakeTurns, root: Path) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"{strategy}-", dir=root))
     cfg = compose(
         "train",
         [
@@ -175,6 +203,13 @@ def main() -> None:
     )
     args, common = parser.parse_known_args()
     common = [*data_overrides(args.data), *SHAPES[args.shape], *common]
+    # Run dirs (a 125M-shape checkpoint is 1.4 GB) go to one temporary root, removed at exit.
+    with tempfile.TemporaryDirectory(prefix="rnb-ovh-") as root:
+        measure(args, common, Path(root))
+
+
+def measure(args: argparse.Namespace, common: list[str], root: Path) -> None:
+    """Build every variant under ``root``, run them interleaved, print the comparison."""
     scheduler = Scheduler()
     runs: dict[str, tuple[dict, TakeTurns]] = {}
     specs: dict[str, str] = {}
@@ -183,7 +218,7 @@ def main() -> None:
         specs[name] = rest
         strategy, *extra = rest.split(";")
         clock = TakeTurns(scheduler)
-        run = build(strategy, [*common, *extra], args.steps, clock)
+        run = build(strategy, [*common, *extra], args.steps, clock, root)
         runs[name] = (run, clock)
 
         def fit(run: dict = run) -> None:
@@ -240,6 +275,7 @@ def main() -> None:
             f"meter gap {name}: measured +{extra:.2f} ms/step vs metered {metered:.2f} ms/step "
             f"(gap {extra - metered:+.2f} ms/step = {100 * (extra - metered) / base.mean() / 1e3:+.2f} % of a step)"
         )
+    print_phases(runs, base_names, args.warmup)
     sk = HeadGradientCapture.estimate_memory_bytes(100, 50257, 768, "sketch", 512, 256)
     buf = sk - HeadGradientCapture.estimate_memory_bytes(
         100, 50257, 768, "sketch", 512, 256, buffer_mb=0
@@ -250,6 +286,30 @@ def main() -> None:
         f"(incl. {buf / 1e6:.1f} MB row buffer) vs exact accumulators {ex / 1e9:.1f} GB "
         "(goal <= 100 MB)"
     )
+
+
+def print_phases(runs: dict, base_names: list[str], warmup: int) -> None:
+    """Mean ms/step per phase (`PHASES`) and each variant's difference from the baseline: where
+    in the step a measured extra lands (the capture's own work is in ``backward``)."""
+
+    def means(name: str) -> np.ndarray:
+        clock = runs[name][1]
+        n = min(len(clock.phases[p]) for p in PHASES)
+        return np.array([1e3 * np.mean(clock.phases[p][warmup:n]) for p in PHASES])
+
+    base = np.mean([means(b) for b in base_names], axis=0)
+    print(
+        "phases, mean ms/step: "
+        + ", ".join(f"{p} {v:.1f}" for p, v in zip(PHASES, base, strict=True))
+        + "  (baseline)"
+    )
+    for name in runs:
+        if name not in base_names:
+            delta = means(name) - base
+            print(
+                f"  {name:18s} vs baseline: "
+                + ", ".join(f"{p} {v:+.2f}" for p, v in zip(PHASES, delta, strict=True))
+            )
 
 
 if __name__ == "__main__":

@@ -216,14 +216,44 @@ def _show(work: Path, mutant: str) -> None:
     print(f"  {mutant}:\n" + "\n".join(f"      {ln}" for ln in lines))
 
 
-def run_module(name: str, repo: Path, workroot: Path, timeout: float, children: int) -> dict:
-    """Mutate one module, run its tests against every mutant, return the tally."""
+def _stale(repo: Path, work: Path) -> list[str]:
+    """Files of ``src``/``tests``/``conf`` that differ between ``repo`` and the scratch copy."""
+    stale = []
+    for top in ("src", "tests", "conf"):
+        for path in sorted((repo / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                copy = work / path.relative_to(repo)
+                if not copy.is_file() or copy.read_bytes() != path.read_bytes():
+                    stale.append(str(path.relative_to(repo)))
+    return stale
+
+
+def run_module(
+    name: str, repo: Path, workroot: Path, timeout: float, children: int, resume: bool = False
+) -> dict:
+    """Mutate one module, run its tests against every mutant, return the tally.
+
+    With ``resume``, an existing scratch copy is reused when its sources and tests equal the
+    repository's, so mutmut checks only the mutants it has no result for yet (a long module can
+    be scored over several sittings); a copy of other code is refused rather than mixed in.
+
+    Raises:
+        SystemExit: no test of the module exists, or ``resume`` meets a stale scratch copy.
+    """
     mod = MODULES[name]
     tests = _existing_tests(repo, mod.tests)
     if not tests:
         raise SystemExit(f"{name}: none of its tests exist in {repo}: {mod.tests}")
     work = workroot / name
-    _prepare(repo, work, mod, tests)
+    if resume and (work / "mutants").is_dir():
+        stale = _stale(repo, work)
+        if stale:
+            raise SystemExit(
+                f"--resume {name}: {work} was made from other code ({len(stale)} files differ, "
+                f"e.g. {stale[0]}); run without --resume to start afresh"
+            )
+    else:
+        _prepare(repo, work, mod, tests)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # import the mutants
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("RNB_CACHE_DIR", str(work / "cache"))
@@ -269,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the module's scratch copy (same code only): check just the mutants left",
+    )
     args = parser.parse_args(argv)
     names = [_resolve(n) for n in args.module] if args.module else list(MODULES)
     if args.list:  # with --module: only those (names checked), so any command can be dry-run
@@ -278,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for name in names:
-        row = run_module(name, args.repo.resolve(), args.workdir, args.timeout, args.children)
+        row = run_module(
+            name, args.repo.resolve(), args.workdir, args.timeout, args.children, args.resume
+        )
         rows.append(row)
         print(
             f"{name:12s} killed {row['killed']}/{row['total']} = {row['score_pct']:.1f} %"

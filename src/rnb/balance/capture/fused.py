@@ -25,6 +25,7 @@ Exact mode only, and without ``rows_per_example`` (a subsample is not the weight
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -134,6 +135,10 @@ def _fused_products(cap: Any, delta: torch.Tensor, a: torch.Tensor, plan: RowPla
     with cap._timed():
         if cap._scratch is None or cap._scratch.device != delta.device:
             cap._scratch = delta.new_empty(cap.num_domains, cap.V, cap._dk, dtype=torch.float32)
+        if plan.idx is not None:
+            # The gather is capture work (plain autograd reads δ in place): metered.
+            delta, a = delta.index_select(0, plan.idx), a.index_select(0, plan.idx)
+            plan = replace(plan, idx=None)
     parts, doms = domain_products(delta, a, plan, cap.include_bias, cap._scratch)
     with cap._timed():
         grad_w = parts[0].clone() if len(doms) == 1 else parts.sum(0)

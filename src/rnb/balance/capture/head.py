@@ -300,7 +300,9 @@ class HeadGradientCapture:
 
     # ------------------------------------------------------------------ internals
     def _plan(self, dom: np.ndarray, mask: np.ndarray | None, rows: int) -> RowPlan:
-        plan = plan_rows(dom, mask, rows, self.num_domains, self.rows_per_example, self._gen)
+        plan = plan_rows(
+            dom, mask, rows, self.num_domains, self.rows_per_example, self._gen, self.fused
+        )
         if plan.idx is not None:  # one host→device copy, shared by forward and backward
             plan.idx = plan.idx.to(self.head.weight.device, non_blocking=True)
         return plan

@@ -66,8 +66,9 @@ def plan_rows(
     num_domains: int,
     rows_per_example: int | None = None,
     gen: torch.Generator | None = None,
+    spans: bool = False,
 ) -> RowPlan:
-    """Plan the capture of one forward. Two layouts, chosen by cost:
+    """Plan the capture of one forward. Three layouts, chosen by cost:
 
     - *gather* (at most half the rows selected, e.g. loss on responses only, or token
       subsampling): the selected rows of ``δ`` are copied grouped by domain, one product per
@@ -75,6 +76,12 @@ def plan_rows(
     - *in place* (otherwise): no copy of ``δ`` (a gather of a large ``δ`` costs more than the
       products); one product per run of consecutive same-domain examples, excluded rows get
       weight 0 on the cheap ``a`` side.
+    - *spans* (with ``spans=True``, a mask and no subsample, when the selected rows form at
+      most `MAX_SPANS_PER_EXAMPLE` runs per example): no copy of ``δ`` and no masked row in a
+      product: one product per run of consecutive selected rows of one domain (a right-padded
+      LM batch: one per example, or fewer where same-domain examples meet). The fused capture
+      uses it: there the products *are* the weight gradient, and a gather of ``δ`` is work
+      plain autograd never does.
 
     Args:
         dom: int64 ``[B]`` domain of each example.
@@ -85,6 +92,7 @@ def plan_rows(
             (weighted ``valid / kept``), or None.
         gen: torch generator of the subsampling keys (kept in torch so that its state is
             checkpointed with the capture).
+        spans: Allow the *spans* layout.
     """
     B = dom.size
     counts = torch.from_numpy(np.bincount(dom, minlength=num_domains).astype(np.float64))
@@ -92,6 +100,10 @@ def plan_rows(
     keep = _subsample(mask, B, T, rows_per_example, gen) if subsample else mask
     if keep is None:
         return RowPlan(None, _runs(dom, T), None, counts, B * T)
+    if spans and not subsample:
+        segments = _spans(dom, keep)
+        if segments is not None:
+            return RowPlan(None, segments, None, counts, int(keep.sum()))
     kept = keep.sum(1)
     n_kept = int(kept.sum())
     w_ex = None
@@ -132,6 +144,31 @@ def _runs(dom: np.ndarray, T: int) -> list[tuple[int, int, int]]:
     ends = [*starts[1:], dom.size]
     ids = dom.tolist()
     return [(ids[s], s * T, e * T) for s, e in zip(starts, ends, strict=True)]
+
+
+#: More runs of selected rows per example than this (e.g. a mask on every other token) and
+#: the spans layout would run many tiny products: the gather / in-place layouts are used.
+MAX_SPANS_PER_EXAMPLE = 4
+
+
+def _spans(dom: np.ndarray, keep: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """(domain, first row, end row) of each maximal run of selected rows of one domain, in
+    flat row order (``b·T + t``); None when there are more than `MAX_SPANS_PER_EXAMPLE` per
+    example on average."""
+    B, T = keep.shape
+    flat = keep.reshape(-1)
+    row_dom = np.repeat(dom, T)
+    # A run starts where a selected row follows an unselected one or a row of another domain.
+    prev_keep = np.concatenate([[False], flat[:-1]])
+    prev_dom = np.concatenate([[-1], row_dom[:-1]])
+    starts = np.flatnonzero(flat & ~(prev_keep & (prev_dom == row_dom)))
+    if starts.size > MAX_SPANS_PER_EXAMPLE * max(B, 1):
+        return None
+    next_keep = np.concatenate([flat[1:], [False]])
+    next_dom = np.concatenate([row_dom[1:], [-1]])
+    ends = np.flatnonzero(flat & ~(next_keep & (next_dom == row_dom))) + 1
+    doms = row_dom[starts].tolist()
+    return list(zip(doms, starts.tolist(), ends.tolist(), strict=True))
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
