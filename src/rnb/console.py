@@ -36,13 +36,16 @@ _DROP_TIPS = _DropTips()
 
 
 def quiet_lightning() -> None:
-    """Silence the litlogger/litmodels tips and Lightning's ``LeafSpec`` FutureWarning.
+    """Silence the litlogger/litmodels tips, Lightning's ``LeafSpec`` FutureWarning and its
+    note that the model's ``on_before_batch_transfer`` is used with a DataModule.
 
     Idempotent. The tips are info records of Lightning's rank-zero logger (emitted when the
     trainer sets up loggers and callbacks); the warning is torch deprecating
     ``LeafSpec()``, which Lightning's own ``utilities/_pytree.py`` still calls when it
     wraps the dataloaders — nothing a user can act on. Only these exact messages are
-    filtered, and the warning only when raised from that Lightning module.
+    filtered, and the warning only when raised from that Lightning module. The note is by
+    design here: `rnb.models.base.MixtureModule` makes host copies for the capture in that
+    hook (model-specific: the head row mask), and rnb's DataModules do not define it.
     """
     for name in _RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)
@@ -53,6 +56,11 @@ def quiet_lightning() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"You have overridden `on_before_batch_transfer` in `LightningModule` but have "
+        r"passed in a `LightningDataModule`",
     )
 
 

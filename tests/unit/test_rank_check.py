@@ -57,3 +57,36 @@ def test_ranks_that_disagree_stop_the_run() -> None:
         BalanceCallback._check_ranks_agree(cb, _trainer(list(p), other), p)
     assert cb.rank_checks == 1
     assert cb.rank_spread == pytest.approx(3e-6, rel=1e-6)
+
+
+def test_spread_is_measured_from_rank_zero() -> None:
+    # ranks 0, 1, 2 at 0, 1e-10 and 5e-10: the largest distance to rank 0 is 5e-10 (to rank 1
+    # it would be 4e-10)
+    cb = _state()
+    p = np.array([0.0, 1.0])
+    BalanceCallback._check_ranks_agree(cb, _trainer([0.0, 1.0], [1e-10, 1.0], [5e-10, 1.0]), p)
+    assert cb.rank_spread == pytest.approx(5e-10, rel=1e-6)
+
+
+def test_spread_of_exactly_the_tolerance_is_accepted() -> None:
+    cb = _state()
+    p = np.array([0.0, 1.0])
+    BalanceCallback._check_ranks_agree(cb, _trainer([0.0, 1.0], [1e-9, 1.0]), p)  # no raise
+    assert cb.rank_spread == 1e-9
+
+
+def test_reduce_fn_sums_over_ranks_only_with_several_ranks() -> None:
+    calls: list[tuple[torch.Tensor, str]] = []
+
+    def reduce(t: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        calls.append((t, reduce_op))
+        return t * 2
+
+    strategy = SimpleNamespace(reduce=reduce)
+    cb = _state()
+    assert BalanceCallback._reduce_fn(cb, SimpleNamespace(world_size=1, strategy=strategy)) is None
+    fn = BalanceCallback._reduce_fn(cb, SimpleNamespace(world_size=2, strategy=strategy))
+    assert fn is not None
+    t = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(fn(t), torch.tensor([2.0, 6.0]))
+    assert len(calls) == 1 and calls[0][0] is t and calls[0][1] == "sum"

@@ -11,11 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from rnb.models.optim import adamw_warmup_cosine
 
-__all__ = ["MixtureModule"]
+__all__ = ["HOST_DOMAIN", "HOST_ROW_MASK", "MixtureModule"]
+
+#: Batch keys of host (NumPy) copies made before the batch moves to the device: the capture
+#: plans its rows on the host, and reading a CUDA tensor back would sync every step.
+HOST_DOMAIN, HOST_ROW_MASK = "host_domain", "host_row_mask"
 
 
 class MixtureModule(L.LightningModule):
@@ -32,6 +37,24 @@ class MixtureModule(L.LightningModule):
     """
 
     last_eval: dict[str, Any] | None = None
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Add host copies of a training batch's domain ids (`HOST_DOMAIN`) and, where the
+        model defines ``head_row_mask``, its head row mask (`HOST_ROW_MASK`), while the batch
+        is still on the host (Lightning calls this before the device transfer, which leaves
+        NumPy arrays where they are). Gradient capture reads these instead of copying device
+        tensors back, so declaring a batch costs no host-device sync on a GPU."""
+        trainer = self._trainer
+        if trainer is None or not trainer.training or not isinstance(batch, dict):
+            return batch
+        if "domain" not in batch:
+            return batch
+        batch = dict(batch)
+        batch[HOST_DOMAIN] = np.asarray(batch["domain"].detach().cpu())
+        mask_fn = getattr(self, "head_row_mask", None)
+        if mask_fn is not None:
+            batch[HOST_ROW_MASK] = mask_fn(batch)
+        return batch
 
     def num_parameters(self) -> int:
         """Trainable parameters (tied weights counted once: ``parameters()`` dedups them)."""

@@ -21,6 +21,7 @@ import torch
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn
 from rnb.balance.services.probe_eval import batch_positions
+from rnb.models.base import HOST_DOMAIN, HOST_ROW_MASK
 
 __all__ = ["GramSignal", "capture_flops_per_row"]
 
@@ -64,9 +65,13 @@ class GramSignal:
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any
     ) -> None:
         """Tell the capture which domain (and which rows) each head input belongs to."""
+        # Host copies made before the device transfer (`MixtureModule.on_before_batch_transfer`)
+        # when present: planning from device tensors would sync the GPU every step.
+        mask = batch.get(HOST_ROW_MASK)
         mask_fn = getattr(pl_module, "head_row_mask", None)
-        mask = mask_fn(batch) if mask_fn is not None else None
-        rows = self.capture.set_batch(batch["domain"], row_mask=mask)
+        if mask is None and mask_fn is not None:
+            mask = mask_fn(batch)
+        rows = self.capture.set_batch(batch.get(HOST_DOMAIN, batch["domain"]), row_mask=mask)
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None:  # fp16 GradScaler multiplies δ by its scale
             self.capture.set_grad_scale(float(scaler.get_scale()))
