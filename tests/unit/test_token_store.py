@@ -13,7 +13,8 @@ from rnb.config import compose
 from rnb.data.encode_file import model_io
 from rnb.data.sources import load_records
 from rnb.data.split import split_indices
-from rnb.data.store import StoreSplit, build_store
+from rnb.data.store import StoreSplit
+from rnb.data.store_build import build_store
 from rnb.data.streams import FileSource
 from rnb.data.tokenize import encode_examples, load_tokenizer
 from tests.data_files import FILES

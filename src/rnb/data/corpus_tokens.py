@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rnb.data.corpus import Corpus
-from rnb.data.store import TokenStore, build_store, store_fingerprint
+from rnb.data.store import TokenStore, store_fingerprint
+from rnb.data.store_build import build_store
 from rnb.data.tokenize import load_tokenizer
 from rnb.run.fingerprint import tokenizer_digest
 
