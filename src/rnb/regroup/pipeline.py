@@ -134,27 +134,9 @@ class Regroup:
         the caller then passes them as ``vectors``."""
         return getattr(self.embedder, "column", None)
 
-    def fingerprint(
-        self,
-        texts_train: Sequence[str],
-        texts_eval: Sequence[str],
-        *,
-        predefined: Sequence[Any] | None = None,
-        reference: Sequence[Any] | None = None,
-        vectors: tuple[Sequence[Any], Sequence[Any]] | None = None,
-    ) -> str:
-        """The cache key of :meth:`run` with the same arguments (20 hex characters).
-
-        See :func:`rnb.regroup.pipeline_key.regroup_key`.
-        """
-        return regroup_key(
-            self,
-            texts_train,
-            texts_eval,
-            predefined=predefined,
-            reference=reference,
-            vectors=vectors,
-        )
+    #: The cache key of :meth:`run` with the same arguments (20 hex characters); see
+    #: :func:`rnb.regroup.pipeline_key.regroup_key`.
+    fingerprint = regroup_key
 
     def run(
         self,
