@@ -167,3 +167,13 @@ class StoreSplit:
     def labels(self) -> np.ndarray:
         """``[n, L]`` int64, ``-100`` where no loss is taken (materialised on first access)."""
         return self._all()[2]
+
+
+def __getattr__(name: str) -> Any:
+    """``rnb.data.store.build_store`` still resolves (it lives in :mod:`rnb.data.store_build`,
+    which imports this module, so it is looked up lazily instead of imported here)."""
+    if name == "build_store":
+        from rnb.data.store_build import build_store
+
+        return build_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
