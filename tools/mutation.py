@@ -136,7 +136,11 @@ MODULES: dict[str, Module] = {
     "assign": Module(("src/rnb/regroup/assign.py",), ("tests/unit/test_assign.py",)),
     "selection": Module(("src/rnb/regroup/selection.py",), ("tests/unit/test_selection.py",)),
     "pipeline": Module(
-        ("src/rnb/regroup/pipeline.py",),
+        (
+            "src/rnb/regroup/pipeline.py",
+            "src/rnb/regroup/pipeline_key.py",
+            "src/rnb/regroup/pipeline_compute.py",
+        ),
         ("tests/unit/test_pipeline.py", "tests/integration/test_pipeline_labels.py"),
     ),
 }

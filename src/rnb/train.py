@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -29,47 +28,13 @@ from rnb.console import StepProgressBar, quiet_lightning
 from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
 from rnb.run.hydra_io import adopt_invocation
 from rnb.run.record import ResumeRefused, RunRecord
+from rnb.run.resume_point import finished_summary, resume_path
 from rnb.run.status import failure_record, strict_json
 from rnb.run.trackers import build_loggers, close_loggers
 
 __all__ = ["build_datamodule", "build_run", "main", "regroup_off_wins", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def _resume_path(cfg: DictConfig, out: Path) -> str | None:
-    resume = cfg.get("resume")
-    if resume in (None, "", False):
-        return None
-    if resume == "auto":
-        last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    if not Path(resume).exists():
-        raise FileNotFoundError(f"resume='{resume}' does not exist (use a .ckpt path or 'auto')")
-    return str(resume)
-
-
-def _finished_summary(cfg: DictConfig, out: Path, record: RunRecord) -> dict[str, Any] | None:
-    """The summary of a resumed run that already reached ``trainer.max_steps``, else None.
-
-    Such a resume has nothing to train: re-validating would only append a duplicate eval row
-    to the history. The run dir is left as it is (the full resume check has passed by now).
-    """
-    max_steps = int(cfg.trainer.get("max_steps") or -1)
-    path = out / "summary.json"
-    if record.resume_step is None or max_steps <= 0 or record.resume_step < max_steps:
-        return None
-    if not path.exists():  # killed between the last checkpoint and the summary: finish it
-        return None
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    if summary.get("status", "completed") != "completed" or summary.get("steps") != max_steps:
-        return None
-    log.info(
-        "nothing to do: %s already reached trainer.max_steps=%d (raise it to train on)",
-        out,
-        max_steps,
-    )
-    return summary
 
 
 def _set_threads(threads: Any) -> None:
@@ -196,11 +161,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         cfg = OmegaConf.merge(cfg, {"output_dir": str(out)})
     # A resume is checked against the checkpoint's fingerprint before anything is written
     # into the run dir: config + data files first (no build), then tokenizer + domains.
-    ckpt_path = _resume_path(cfg, out)
+    ckpt_path = resume_path(cfg, out)
     record = RunRecord.open(cfg, ckpt_path)
     dm = build_datamodule(cfg)
     record.verify(dm)
-    done = _finished_summary(cfg, out, record)
+    done = finished_summary(cfg, out, record)
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)

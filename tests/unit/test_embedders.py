@@ -211,6 +211,34 @@ def test_tfidf_fingerprint_tracks_fit_corpus() -> None:
     assert a.fingerprint() != unfitted and a.fingerprint() != b.fingerprint()
 
 
+def test_fingerprints_name_the_public_class_path_not_the_backend_file() -> None:
+    """Cache keys made before the embedders became a package (one file per backend) still hit."""
+    from rnb.regroup.cache import fingerprint_config
+
+    tfidf = {
+        "dim": 64,
+        "max_features": 20000,
+        "ngram_range": [1, 2],
+        "seed": 0,
+        "normalize": True,
+        "fitted_on": None,
+    }
+    assert TfidfSvdEmbedder().fingerprint() == fingerprint_config(
+        "rnb.regroup.embedders.TfidfSvdEmbedder", tfidf
+    )
+    st = {
+        "model": "/other/model",
+        "package_version": None,
+        "normalize": True,
+        "bf16": False,
+        "max_seq_length": None,
+    }
+    assert SentenceTransformerEmbedder(model="/other/model").fingerprint() == fingerprint_config(
+        "rnb.regroup.embedders.SentenceTransformerEmbedder", st
+    )
+    assert TfidfSvdEmbedder.__module__ != "rnb.regroup.embedders"  # the file moved; the key did not
+
+
 def test_tfidf_bad_input() -> None:
     with pytest.raises(ValueError, match=r"embedder\.dim"):
         TfidfSvdEmbedder(dim=0)

@@ -16,7 +16,8 @@ from rnb.regroup.advice import (
     advise_rows,
     summary_advice,
 )
-from rnb.regroup.report import _markdown, build_report
+from rnb.regroup.report import build_report
+from rnb.regroup.report_files import report_markdown
 from rnb.regroup.sweep_result import SweepResult, SweepRow
 
 K = [8, 12, 16, 20, 24, 28, 32]
@@ -109,4 +110,4 @@ def test_regroup_report_carries_the_advice() -> None:
     advice = rep["selection"]["advice"]
     assert advice["edge"] == "high" and advice["flat"] and advice["weak"]
     assert advice["suggested_k_values"] == [32, 38, 44, 50, 56, 62, 68]
-    assert f"**Note:** {advice['message']}" in _markdown(rep)
+    assert f"**Note:** {advice['message']}" in report_markdown(rep)

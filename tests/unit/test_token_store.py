@@ -10,9 +10,11 @@ import pytest
 from hydra.utils import instantiate
 
 from rnb.config import compose
+from rnb.data.encode_file import model_io
 from rnb.data.sources import load_records
 from rnb.data.split import split_indices
-from rnb.data.store import StoreSplit, build_store
+from rnb.data.store import StoreSplit
+from rnb.data.store_build import build_store
 from rnb.data.streams import FileSource
 from rnb.data.tokenize import encode_examples, load_tokenizer
 from tests.data_files import FILES
@@ -143,7 +145,7 @@ def test_datamodule_batches_equal_the_in_memory_encoding(tmp_path: Path) -> None
     train, ev = dm.load_splits()
     ref = {}
     for name, records, ids in (("train", train, dm.labels.train), ("eval", ev, dm.labels.eval)):
-        sources, targets = dm._model_io(records)
+        sources, targets = model_io(records, dm.text_fields, dm.target_field)
         ref[name] = encode_examples(dm.tokenizer, sources, targets, ids, dm.max_length)
     sampler_state = dm.sampler.state_dict()
     batches = [b for b, _ in zip(dm.train_dataloader(), range(6), strict=False)]

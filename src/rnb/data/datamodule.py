@@ -1,4 +1,10 @@
-"""The DataModule: scans the sources, owns Regroup, builds the token store, serves batches."""
+"""The DataModule: scans the sources, owns Regroup, builds the token store, serves batches.
+
+The pieces live next door: which sources a config names (:mod:`rnb.data.configured_sources`),
+the tokenizer and token stores of a corpus (:mod:`rnb.data.corpus_tokens`), and the
+tokenisation of another file (:mod:`rnb.data.encode_file`); the loaders are
+:class:`~rnb.data.mixture.MixtureData`'s.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
+from rnb.data.configured_sources import configured_sources
 from rnb.data.corpus import Corpus
+from rnb.data.corpus_tokens import corpus_stores, corpus_tokenizer
+from rnb.data.encode_file import encode_records_file
 from rnb.data.fields import FieldRole
 from rnb.data.labels import DomainLabels, single_domain
-from rnb.data.mixture import MixtureData, stack_rows
+from rnb.data.mixture import MixtureData
 from rnb.data.regroup_io import RegroupFields, run_regroup
 from rnb.data.scan import ModelTexts
-from rnb.data.sources import build_texts, check_records, column, field_roles, load_records
-from rnb.data.store import StoreSplit, TokenStore, build_store, store_fingerprint
-from rnb.data.streams import FileSource, ListSource
-from rnb.data.tokenize import (
-    TokenizedSplit,
-    encode_examples,
-    load_tokenizer,
-)
-from rnb.run.fingerprint import tokenizer_digest
+from rnb.data.sources import field_roles
+from rnb.data.store import StoreSplit, TokenStore
+from rnb.data.tokenize import TokenizedSplit
 
 if TYPE_CHECKING:
     from rnb.regroup.pipeline import Regroup
@@ -164,28 +165,21 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         return self._corpus[1]
 
     def _scan(self) -> Corpus:
-        texts = ModelTexts(self.text_fields, self.target_field)
-        if self.train_path is None:
-            from rnb.data.synthetic import SyntheticConfig, generate
-
-            cfg = dict(self.synthetic or {})
-            cfg.setdefault("seed", self.seed)
-            train, ev = generate(SyntheticConfig(**cfg))
-            sources = (
-                ListSource(train, "data.synthetic (train)"),
-                ListSource(ev, "data.synthetic (eval)"),
-            )
-        else:
-            opts = (self.split, self.encoding, self.encoding_errors)
-            sources = FileSource(self.train_path, "data.train_path", *opts), None
-            if self.eval_path:
-                sources = sources[0], FileSource(self.eval_path, "data.eval_path", *opts)
+        sources = configured_sources(
+            self.train_path,
+            self.eval_path,
+            self.synthetic,
+            self.seed,
+            self.split,
+            self.encoding,
+            self.encoding_errors,
+        )
         return Corpus.scan(
             *sources,
             self._roles(),
             self.on_missing,
             self.domain_field,
-            texts,
+            ModelTexts(self.text_fields, self.target_field),
             self.eval_fraction,
             self.seed,
         )
@@ -211,14 +205,6 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         """The eval records (materialised on first use, see :meth:`load_splits`)."""
         return self.load_splits()[1]
 
-    def _model_io(self, records: list[dict]) -> tuple[list[str], list[str] | None]:
-        if self.target_field is None:
-            return build_texts(records, self.text_fields), None
-        texts = ModelTexts(self.text_fields, self.target_field)
-        sources = build_texts(records, list(texts.source.spec))
-        targets = column(records, self.target_field, "data.target_field")
-        return sources, targets
-
     @property
     def fields(self) -> RegroupFields:
         """The fields Regroup reads."""
@@ -241,35 +227,13 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         return self._domain_labels()
 
     def _tokenizer(self, corpus: Corpus) -> Any:
-        name, cfg = self.tokenizer_cfg["name"], self.tokenizer_cfg
-        if corpus.in_memory:  # the testbed: its texts are a list already
-            texts: Any = [corpus.texts.corpus(r) for r in corpus.train_source.records]
-            key = None
-        else:  # a file: the BPE reads the training texts as a stream
-            texts, key = corpus.train_corpus, corpus.train_key()
-        return load_tokenizer(
-            name, texts, self.cache_dir, cfg["vocab_size"], cfg["min_frequency"], key
-        )
+        return corpus_tokenizer(corpus, self.tokenizer_cfg, self.cache_dir)
 
     def _stores(self, corpus: Corpus) -> tuple[TokenStore, TokenStore]:
         """The train and eval token stores (one store when eval is split off train)."""
-        root = self.cache_dir / "token_store"
-        common = (self.max_length, tokenizer_digest(self.tokenizer))
-        out = []
-        for source, scan in corpus.sources():
-            fp = store_fingerprint(corpus.key(source), *common)
-            out.append(
-                build_store(
-                    root,
-                    fp,
-                    lambda s=source, sc=scan: corpus.pairs(s, sc),
-                    scan.n,
-                    self.tokenizer,
-                    self.max_length,
-                    self.store_chunk_size,
-                )
-            )
-        return out[0], out[-1]
+        return corpus_stores(
+            corpus, self.cache_dir, self.tokenizer, self.max_length, self.store_chunk_size
+        )
 
     def prepare_data(self) -> None:
         """Runs once per node: Regroup, the BPE and the token stores are built and cached."""
@@ -312,14 +276,13 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
             key: the config key holding ``path``, for error messages.
 
         Raises:
-            FileNotFoundError, ValueError: as :func:`load_records` / ``check_records``.
+            FileNotFoundError, ValueError: as :func:`load_records` / ``check_records``
+                (see :func:`rnb.data.encode_file.encode_records_file`).
         """
-        records = load_records(path, key, self.split, self.encoding, self.encoding_errors)
-        roles = field_roles(self.text_fields, self.target_field)
-        records = check_records(records, roles, self.on_missing, f"{key}='{path}'")
-        sources, targets = self._model_io(records)
-        domain = np.full(len(records), -1, dtype=np.int64)
-        return encode_examples(self.tokenizer, sources, targets, domain, self.max_length)
+        return encode_records_file(
+            path, key, self.tokenizer, self.text_fields, self.target_field, self.max_length,
+            self.split, self.encoding, self.encoding_errors, self.on_missing,
+        )  # fmt: skip
 
     @property
     def vocab_size(self) -> int:
@@ -334,16 +297,3 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
     def tokens_per_example(self) -> int:
         """Positions the model processes per example (FLOPs: ``6·N`` per position)."""
         return self.max_length
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        """Infinite loader driven by the mixture sampler (no distributed sampler: it shards)."""
-        return DataLoader(self.train_data, batch_sampler=self.sampler, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        """The full eval set, strided over ranks (each example evaluated exactly once)."""
-        idx = list(range(self._eval_rank, len(self.eval_data), self._eval_world))
-        subset = torch.utils.data.Subset(self.eval_data, idx)
-        return DataLoader(
-            subset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=stack_rows
-        )

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from rnb.data.labels import DomainLabels, labels_from_field, single_domain
-from rnb.data.mixture import MixtureData, stack_rows
+from rnb.data.mixture import MixtureData
 from rnb.data.split import split_records
 
 if TYPE_CHECKING:
@@ -222,18 +222,3 @@ class FeatureDataModule(MixtureData, L.LightningDataModule, ABC):
     def domain_tokens(self) -> np.ndarray:
         """ "Tokens" per domain for token-budget strategies (UniMax): one per example."""
         return np.asarray(self.domain_sizes, dtype=np.float64)
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        """Infinite loader driven by the mixture sampler (no distributed sampler: it shards)."""
-        return DataLoader(self.train_data, batch_sampler=self.sampler, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        """The full eval set, strided over ranks (each example evaluated exactly once)."""
-        idx = list(range(self._eval_rank, len(self.eval_data), self._eval_world))
-        return DataLoader(
-            Subset(self.eval_data, idx),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            collate_fn=stack_rows,
-        )

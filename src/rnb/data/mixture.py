@@ -1,4 +1,5 @@
-"""What every rnb DataModule shares: domains, eval proportions, the mixture sampler, Regroup.
+"""What every rnb DataModule shares: domains, eval proportions, the mixture sampler and its
+loaders, Regroup.
 
 The Balance callback and the strategies read a DataModule through this surface only
 (:func:`rnb.balance.context.mixture_context`): ``domain_names``, ``domain_sizes``,
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from rnb.data.labels import DomainLabels
 from rnb.data.sampler import MixtureBatchSampler
@@ -31,16 +33,20 @@ class MixtureData:
     """Mixin of a ``LightningDataModule`` whose training batches come from domain mixtures.
 
     Subclasses set ``labels`` (:class:`~rnb.data.labels.DomainLabels`), ``batch_size``,
-    ``seed`` and ``regroup_result`` (``None`` without Regroup), then call
+    ``eval_batch_size``, ``seed``, ``regroup_result`` (``None`` without Regroup) and the
+    datasets ``train_data`` / ``eval_data`` (rows of NumPy arrays), then call
     :meth:`_build_mixture` in ``setup``.
     """
 
     labels: DomainLabels
     batch_size: int
+    eval_batch_size: int
     num_workers: int
     seed: int
     regroup_result: RegroupResult | None
     trainer: Any
+    train_data: Dataset
+    eval_data: Dataset
 
     def _build_mixture(self) -> None:
         """Domain names and sizes, eval proportions ``q`` and the mixture sampler."""
@@ -96,6 +102,21 @@ class MixtureData:
             self._eval_rank, self._eval_world = trainer.global_rank, trainer.world_size
         else:
             self._eval_rank, self._eval_world = 0, 1
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        """Infinite loader driven by the mixture sampler (no distributed sampler: it shards)."""
+        return DataLoader(self.train_data, batch_sampler=self.sampler, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        """The full eval set, strided over ranks (each example evaluated exactly once)."""
+        idx = list(range(self._eval_rank, len(self.eval_data), self._eval_world))
+        return DataLoader(
+            Subset(self.eval_data, idx),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=stack_rows,
+        )
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

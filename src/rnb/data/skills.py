@@ -16,95 +16,37 @@ from typing import Any
 
 import numpy as np
 
+from rnb.data.skill_vocab import (
+    ALPHABET,
+    ANIMALS,
+    ANTONYM_A,
+    ANTONYM_B,
+    BACKWARD_WORDS,
+    CAPITALS,
+    CAPS_ADJ,
+    CAPS_NOUN,
+    COUNT_WORDS,
+    COUNTRIES,
+    ELEMENTS,
+    ENGLISH,
+    FRENCH,
+    MONTHS,
+    NONSENSE_TOPICS,
+    NUMBER_WORDS,
+    PAINT_A,
+    PAINT_B,
+    PAINT_MIX,
+    PLURAL,
+    SINGULAR,
+    SOUNDS,
+    SYLLABLES,
+    SYMBOLS,
+    UNITS,
+)
+
 SkillGen = Callable[[np.random.Generator, int], tuple[list[str], list[str]]]
 # A skill body draws its variables and returns (template fields, responses) per example.
 _Body = Callable[[np.random.Generator, int], tuple[list[dict[str, Any]], list[str]]]
-
-
-def _words(spec: str) -> list[str]:
-    return spec.split()
-
-
-def _table(spec: str) -> list[list[str]]:
-    """Parse ``"a:b c:d"`` into columns ``[["a", "c"], ["b", "d"]]``; ``_`` is a space."""
-    rows = [[cell.replace("_", " ") for cell in item.split(":")] for item in spec.split()]
-    return [list(col) for col in zip(*rows, strict=True)]
-
-
-# Look-up tables. Kept small so a tiny LM can memorise them within a short run.
-_COUNTRIES, _CAPITALS = _table(
-    "France:Paris Japan:Tokyo Italy:Rome Spain:Madrid Germany:Berlin Egypt:Cairo "
-    "Kenya:Nairobi Peru:Lima Chile:Santiago Canada:Ottawa Brazil:Brasilia India:New_Delhi "
-    "China:Beijing Russia:Moscow Greece:Athens Norway:Oslo Sweden:Stockholm Poland:Warsaw "
-    "Austria:Vienna Portugal:Lisbon Ireland:Dublin Cuba:Havana Mexico:Mexico_City "
-    "Argentina:Buenos_Aires Australia:Canberra Thailand:Bangkok Vietnam:Hanoi Iran:Tehran "
-    "Turkey:Ankara Finland:Helsinki Denmark:Copenhagen Hungary:Budapest"
-)
-_ELEMENTS, _SYMBOLS = _table(
-    "hydrogen:H helium:He lithium:Li beryllium:Be boron:B carbon:C nitrogen:N oxygen:O "
-    "fluorine:F neon:Ne sodium:Na magnesium:Mg aluminium:Al silicon:Si phosphorus:P "
-    "sulfur:S chlorine:Cl argon:Ar potassium:K calcium:Ca iron:Fe copper:Cu zinc:Zn "
-    "silver:Ag tin:Sn iodine:I gold:Au mercury:Hg lead:Pb uranium:U"
-)
-_ANTONYM_A, _ANTONYM_B = _table(
-    "hot:cold tall:short happy:sad fast:slow heavy:light early:late rich:poor loud:quiet "
-    "wet:dry hard:soft strong:weak thick:thin brave:cowardly clean:dirty empty:full "
-    "narrow:wide sharp:blunt smooth:rough young:old cheap:expensive"
-)
-_SINGULAR, _PLURAL = _table(
-    "child:children mouse:mice goose:geese tooth:teeth foot:feet man:men woman:women "
-    "person:people ox:oxen cactus:cacti leaf:leaves knife:knives wolf:wolves box:boxes "
-    "bus:buses church:churches city:cities baby:babies tomato:tomatoes hero:heroes "
-    "sheep:sheep fish:fish book:books chair:chairs river:rivers"
-)
-_FRENCH, _ENGLISH = _table(
-    "chat:cat chien:dog maison:house pain:bread eau:water lune:moon soleil:sun arbre:tree "
-    "livre:book fromage:cheese pomme:apple voiture:car fleur:flower mer:sea ciel:sky "
-    "porte:door jardin:garden oiseau:bird lait:milk main:hand"
-)
-_ANIMALS, _SOUNDS = _table(
-    "dog:woof cat:meow cow:moo sheep:baa duck:quack pig:oink horse:neigh owl:hoot "
-    "lion:roar snake:hiss frog:croak rooster:cock-a-doodle-doo mouse:squeak bee:buzz "
-    "donkey:hee-haw crow:caw"
-)
-_PAINT_A, _PAINT_B, _PAINT_MIX = _table(
-    "red:blue:purple red:yellow:orange blue:yellow:green red:white:pink black:white:grey "
-    "blue:orange:brown yellow:white:cream red:green:brown"
-)
-_MONTHS = _words(
-    "January February March April May June July August September October November December"
-)
-_UNITS = [  # (from, to, factor)
-    ("kilometres", "metres", 1000),
-    ("kilograms", "grams", 1000),
-    ("litres", "millilitres", 1000),
-    ("hours", "minutes", 60),
-    ("minutes", "seconds", 60),
-    ("days", "hours", 24),
-    ("weeks", "days", 7),
-    ("feet", "inches", 12),
-]
-_ONES = _words(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-)
-_TENS = _words("twenty thirty forty fifty sixty seventy eighty ninety")
-_NUMBER_WORDS = _ONES + [t if u == 0 else f"{t}-{_ONES[u]}" for t in _TENS for u in range(10)]
-_BACKWARD_WORDS = _words(
-    "planet garden window pencil candle rocket basket ladder button pillow marble "
-    "carpet violin tunnel puzzle lantern anchor harbor meadow castle"
-)
-_CAPS_ADJ = _words("quiet brave sleepy clever gentle rusty tiny golden")
-_CAPS_NOUN = _words("river falcon engine meadow teapot harbor wizard kettle")
-_COUNT_WORDS = _words(
-    "banana balloon mississippi coffee committee bookkeeper pepper assessment "
-    "success parallel referee cinnamon bubble giraffe tattoo"
-)
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_NONSENSE_TOPICS = _words("moon kettle lighthouse volcano comet glacier orchard fog")
-_SYLLABLES = _words(
-    "za ko vi ru me pa lo ti xu bre fli gor nax qui dro ple sku tam wek yol fen hib"
-)
 
 
 # Prompt templates, " | "-separated. Each skill's templates share skill-specific keywords.
@@ -203,20 +145,20 @@ def _arith(lo: int, hi: int, op: Callable[[int, int], int]) -> _Body:
 
 
 def _reverse(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    words = _choice(rng, _BACKWARD_WORDS, n)
+    words = _choice(rng, BACKWARD_WORDS, n)
     return _xs(words), [w[::-1] for w in words]
 
 
 def _uppercase(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    adj, noun = _choice(rng, _CAPS_ADJ, n), _choice(rng, _CAPS_NOUN, n)
+    adj, noun = _choice(rng, CAPS_ADJ, n), _choice(rng, CAPS_NOUN, n)
     phrases = [f"{a} {b}" for a, b in zip(adj, noun, strict=True)]
     return _xs(phrases), [p.upper() for p in phrases]
 
 
 def _count_letter(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    words = _choice(rng, _COUNT_WORDS, n)
+    words = _choice(rng, COUNT_WORDS, n)
     # Mostly ask for a letter that occurs (informative counts), sometimes any letter (often 0).
-    pos, other = rng.random(n).tolist(), _choice(rng, _ALPHABET.lower(), n)
+    pos, other = rng.random(n).tolist(), _choice(rng, ALPHABET.lower(), n)
     cw = [
         (w[int(u * len(w))] if u < 0.85 else o, w)
         for w, u, o in zip(words, pos, other, strict=True)
@@ -228,13 +170,13 @@ def _date_format(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]]
     # Days 1..28 are valid in every month, so no calendar logic is needed.
     d, m, y = rng.integers(1, 29, n), rng.integers(1, 13, n), rng.integers(1950, 2031, n)
     dmy = list(zip(d.tolist(), m.tolist(), y.tolist(), strict=True))
-    fields = [{"d": a, "m": _MONTHS[b - 1], "y": c} for a, b, c in dmy]
+    fields = [{"d": a, "m": MONTHS[b - 1], "y": c} for a, b, c in dmy]
     return fields, [f"{c:04d}-{b:02d}-{a:02d}" for a, b, c in dmy]
 
 
 def _unit_conversion(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    ux = zip(rng.integers(0, len(_UNITS), n).tolist(), rng.integers(1, 51, n).tolist(), strict=True)
-    rows = [(_UNITS[u], x) for u, x in ux]
+    ux = zip(rng.integers(0, len(UNITS), n).tolist(), rng.integers(1, 51, n).tolist(), strict=True)
+    rows = [(UNITS[u], x) for u, x in ux]
     fields = [{"x": x, "a": a, "b": b} for (a, b, _), x in rows]
     return fields, [f"{x * f} {b}" for (_, b, f), x in rows]
 
@@ -249,19 +191,19 @@ def _sort_numbers(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]
 
 def _word_to_number(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
     values = rng.integers(0, 100, n).tolist()
-    return _xs([_NUMBER_WORDS[v] for v in values]), [str(v) for v in values]
+    return _xs([NUMBER_WORDS[v] for v in values]), [str(v) for v in values]
 
 
 def _colour_mixing(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    pair, swap = rng.integers(0, len(_PAINT_MIX), n).tolist(), rng.integers(0, 2, n).tolist()
+    pair, swap = rng.integers(0, len(PAINT_MIX), n).tolist(), rng.integers(0, 2, n).tolist()
     # Mixing is commutative: show both orders so the model cannot rely on position.
-    ab = [(_PAINT_A[p], _PAINT_B[p])[:: 1 - 2 * s] for p, s in zip(pair, swap, strict=True)]
-    return [{"a": a, "b": b} for a, b in ab], [_PAINT_MIX[p] for p in pair]
+    ab = [(PAINT_A[p], PAINT_B[p])[:: 1 - 2 * s] for p, s in zip(pair, swap, strict=True)]
+    return [{"a": a, "b": b} for a, b in ab], [PAINT_MIX[p] for p in pair]
 
 
 def _next_letter(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
     idx = rng.integers(0, 25, n).tolist()  # 'Z' has no successor
-    return _xs([_ALPHABET[i] for i in idx]), [_ALPHABET[i + 1] for i in idx]
+    return _xs([ALPHABET[i] for i in idx]), [ALPHABET[i + 1] for i in idx]
 
 
 def _parity(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -271,10 +213,10 @@ def _parity(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], lis
 
 def _noise_gibberish(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], list[str]]:
     # The response is drawn independently of the prompt: unlearnable by construction.
-    topics, n_words = _choice(rng, _NONSENSE_TOPICS, n), rng.integers(3, 7, n).tolist()
-    syl = rng.integers(0, len(_SYLLABLES), (n, 6, 2)).tolist()
+    topics, n_words = _choice(rng, NONSENSE_TOPICS, n), rng.integers(3, 7, n).tolist()
+    syl = rng.integers(0, len(SYLLABLES), (n, 6, 2)).tolist()
     return _xs(topics), [
-        " ".join(_SYLLABLES[a] + _SYLLABLES[b] for a, b in s[:k])
+        " ".join(SYLLABLES[a] + SYLLABLES[b] for a, b in s[:k])
         for s, k in zip(syl, n_words, strict=True)
     ]
 
@@ -303,20 +245,20 @@ def _skill(templates: tuple[str, ...], body: _Body) -> SkillGen:
 _BODIES: dict[str, _Body] = {
     "addition": _arith(0, 1000, lambda a, b: a + b),
     "uppercase": _uppercase,
-    "animal_sound": _lookup(_ANIMALS, _SOUNDS),
+    "animal_sound": _lookup(ANIMALS, SOUNDS),
     "noise_gibberish": _noise_gibberish,
-    "antonym": _lookup(_ANTONYM_A, _ANTONYM_B),
-    "plural": _lookup(_SINGULAR, _PLURAL),
-    "country_capital": _lookup(_COUNTRIES, _CAPITALS),
+    "antonym": _lookup(ANTONYM_A, ANTONYM_B),
+    "plural": _lookup(SINGULAR, PLURAL),
+    "country_capital": _lookup(COUNTRIES, CAPITALS),
     "parity": _parity,
     "reverse_string": _reverse,
     "word_to_number": _word_to_number,
     "noise_lottery": _noise_lottery,
-    "element_symbol": _lookup(_ELEMENTS, _SYMBOLS),
+    "element_symbol": _lookup(ELEMENTS, SYMBOLS),
     "unit_conversion": _unit_conversion,
     "colour_mixing": _colour_mixing,
     "sort_numbers": _sort_numbers,
-    "french_translation": _lookup(_FRENCH, _ENGLISH),
+    "french_translation": _lookup(FRENCH, ENGLISH),
     "count_letter": _count_letter,
     "next_letter": _next_letter,
     "date_format": _date_format,

@@ -1,4 +1,5 @@
-"""Regroup end to end: embed → reduce → sweep k → pick → assign eval → report, cached.
+"""Regroup end to end as one configured, cached stage: embed → reduce → sweep k → pick →
+assign eval → report.
 
 :class:`Regroup` is a configured object (``_target_`` in ``conf/regroup/*.yaml``; its
 ``__init__`` parameters are the YAML keys). Its one method :meth:`Regroup.run` takes the
@@ -6,16 +7,16 @@ texts of the train and eval splits (plus optional predefined / reference labels)
 returns a :class:`~rnb.regroup.result.RegroupResult`. It knows nothing about records or
 data files: the DataModule builds the texts and hands them over.
 
-The result of a configuration is cached under ``<cache_dir>/regroup/<fingerprint>/``
-where the fingerprint covers the texts (and labels), the embedder, reducer, clusterer,
-sweep settings, the seed and the code version; a rerun (or another DDP rank, or another
+This module holds the settings and the cached run (lock, compute once, publish, load).
+The result of a configuration is cached under ``<cache_dir>/regroup/<fingerprint>/``;
+what the fingerprint covers is :mod:`rnb.regroup.pipeline_key`, and the computation
+itself is :mod:`rnb.regroup.pipeline_compute`. A rerun (or another DDP rank, or another
 job of a multirun) only loads it. Reports stay in that folder until
 :meth:`RegroupResult.write_reports` copies them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -24,35 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from rnb.caching import cache_lock, code_version, publish_dir, temp_dir
-from rnb.regroup.cache import EmbeddingCache, fingerprint_array, fingerprint_texts, make_key
+from rnb.caching import cache_lock, publish_dir, temp_dir
+from rnb.regroup.pipeline_compute import compute_result, embed, predefined_labels
+from rnb.regroup.pipeline_key import FORMAT_VERSION, regroup_key
 from rnb.regroup.result import RegroupResult
 from rnb.regroup.sampled import check_fit_sample, check_streamable
 
-__all__ = ["Regroup", "RegroupResult"]
+__all__ = ["FORMAT_VERSION", "Regroup", "RegroupResult"]
 
 log = logging.getLogger(__name__)
 
-#: Format version of a result folder; bump when the labels or reports change for the
-#: same inputs, so older cached results miss.
-FORMAT_VERSION = 4  # 4: regroup.json fit_sample
 _DEFAULT_K = (8, 12, 16, 20, 24, 28, 32)
 _EMBED_DTYPES = ("float32", "float16")
-#: Reduced training rows of a fit_sample run (a memory map in the temporary result folder).
-_REDUCED = "reduced.npy"
-
-
-def _describe(component: Any) -> dict[str, Any]:
-    """Class and keyword arguments of a (partial) clusterer, for the fingerprint."""
-    func = getattr(component, "func", component)
-    return {
-        "target": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}",
-        "kwargs": dict(getattr(component, "keywords", {}) or {}),
-    }
-
-
-def _hash_labels(values: Sequence[Any] | None) -> str:
-    return "none" if values is None else fingerprint_texts([str(v) for v in values])
 
 
 class Regroup:
@@ -150,44 +134,9 @@ class Regroup:
         the caller then passes them as ``vectors``."""
         return getattr(self.embedder, "column", None)
 
-    def fingerprint(
-        self,
-        texts_train: Sequence[str],
-        texts_eval: Sequence[str],
-        *,
-        predefined: Sequence[Any] | None = None,
-        reference: Sequence[Any] | None = None,
-        vectors: tuple[Sequence[Any], Sequence[Any]] | None = None,
-    ) -> str:
-        """The cache key of :meth:`run` with the same arguments (20 hex characters)."""
-        if getattr(self.embedder, "is_fitted", True) is False and hasattr(self.embedder, "fit"):
-            self.embedder.fit(list(texts_train))  # corpus-dependent: the fit is part of the key
-        data = [fingerprint_texts(texts_train), fingerprint_texts(texts_eval)]
-        if vectors is not None:
-            data += [fingerprint_array(self.embedder.encode(v)) for v in vectors]
-        settings = {
-            "param": self.param,
-            "k_values": self.k_values,
-            "metric": self.metric,
-            "silhouette_sample": self.silhouette_sample,
-            "silhouette_metric": self.silhouette_metric,
-            "min_cluster_size": self.min_cluster_size,
-            "noise_policy": self.noise_policy,
-            "ood_quantile": self.ood_quantile,
-            "clusterer": _describe(self.clusterer),
-            "seed": self.seed,
-            "embed_dtype": self.embed_dtype,
-            "fit_sample": self.fit_sample,
-        }
-        return make_key(
-            code_version("regroup", FORMAT_VERSION),
-            *data,
-            _hash_labels(predefined),
-            _hash_labels(reference),
-            self.embedder.fingerprint(),
-            self.reducer.fingerprint(),
-            json.dumps(settings, sort_keys=True, default=str),
-        )[:20]
+    #: The cache key of :meth:`run` with the same arguments (20 hex characters); see
+    #: :func:`rnb.regroup.pipeline_key.regroup_key`.
+    fingerprint = regroup_key
 
     def run(
         self,
@@ -257,91 +206,11 @@ class Regroup:
     def _embed(
         self, items: Sequence[Any], items_eval: Sequence[Any]
     ) -> tuple[np.ndarray, np.ndarray]:
-        if hasattr(self.embedder, "encode_eval"):  # precomputed: rows come from elsewhere
-            return self.embedder.encode(items), self.embedder.encode_eval(items_eval)
-        cache, emb_fp = EmbeddingCache(self.cache_dir), self.embedder.fingerprint()
-        # float32 keys stay as they were before embed_dtype existed (no needless re-embed).
-        dtype_part = () if self.embed_dtype == "float32" else (self.embed_dtype,)
-        X, Xe = (
-            cache.get_or_compute(
-                make_key(fingerprint_texts(t), emb_fp, *dtype_part),
-                t,
-                self.embedder,
-                self.embed_chunk_size,
-                dtype=self.embed_dtype,
-            )
-            for t in (items, items_eval)
-        )
-        return X, Xe  # memory-mapped: a fit_sample run never loads them whole
+        """Train and eval embeddings (see :func:`rnb.regroup.pipeline_compute.embed`)."""
+        return embed(self, items, items_eval)
 
-    def _compute(
-        self, folder: Path, texts: Sequence[str], ev_texts: Sequence[str],
-        domains: Sequence[Any] | None, ev_domains: Sequence[Any] | None,
-        reference: Sequence[Any] | None, vectors: tuple[Sequence[Any], Sequence[Any]] | None,
-    ) -> None:  # fmt: skip
-        from rnb.regroup.assign import assign_to_centroids
-        from rnb.regroup.postprocess import centroids
-        from rnb.regroup.report import build_report, write_report
-        from rnb.regroup.sampled import (
-            reduce_streaming,
-            sample_indices,
-            sample_record,
-            sweep_sampled,
-        )
-        from rnb.regroup.selection import sweep
+    def _compute(self, folder: Path, *args: Any) -> None:
+        """Write the result into ``folder`` (see :func:`~rnb.regroup.pipeline_compute.compute_result`)."""
+        compute_result(self, folder, *args)
 
-        X, Xe = self._embed(*(vectors if vectors is not None else (texts, ev_texts)))
-        sample = None
-        if self.fit_sample is not None and self.fit_sample < X.shape[0]:
-            sample = sample_indices(X.shape[0], self.fit_sample, self.seed)
-            Xr = reduce_streaming(self.reducer, X, sample, folder / _REDUCED, self.embed_chunk_size)  # fmt: skip
-        else:
-            Xr = np.asarray(self.reducer.fit_transform(X), dtype=np.float32)
-        Xer = np.asarray(self.reducer.transform(Xe), dtype=np.float32)
-        result = None
-        factory = lambda value: self.clusterer(**{self.param: int(value)})  # noqa: E731
-        kw = dict(
-            param=self.param, metric=self.metric, silhouette_sample=self.silhouette_sample,
-            silhouette_metric=self.silhouette_metric, seed=self.seed,
-            min_cluster_size=self.min_cluster_size, noise_policy=self.noise_policy,
-        )  # fmt: skip
-        if self.keeps_predefined_domains:
-            labels, names = self._predefined(domains, ev_domains)
-            centers = centroids(Xr, labels, len(names))
-        elif sample is not None:
-            result, labels = sweep_sampled(Xr, sample, factory, self.k_values, self.embed_chunk_size, **kw)  # fmt: skip
-            centers = centroids(Xr, labels, len(result.centers))  # means over every point
-            names = [f"c{i:02d}" for i in range(len(centers))]
-        else:
-            result = sweep(Xr, factory, self.k_values, **kw)
-            labels, centers = np.asarray(result.labels), np.asarray(result.centers)
-            names = [f"c{i:02d}" for i in range(int(labels.max()) + 1)]
-        assignment = assign_to_centroids(Xer, centers, Xr, labels, ood_quantile=self.ood_quantile)
-        report = build_report(
-            list(texts), labels, assignment.labels, domains_train=domains,
-            reference_train=reference, sweep=result, assignment=assignment,
-            embeddings_train=Xr, seed=self.seed,
-        )  # fmt: skip
-        report["fit_sample"] = sample_record(sample, self.fit_sample, X.shape[0], self.seed, self.streaming)  # fmt: skip
-        np.savez(folder / "labels.npz", train=labels, eval=assignment.labels, eval_distance=assignment.distances, eval_ood=assignment.ood_mask)  # fmt: skip
-        (folder / "names.json").write_text(json.dumps(names), encoding="utf-8")
-        write_report(report, folder)
-        if result is not None:
-            result.to_json(folder / "sweep.json")
-            result.plot(folder / "sweep.png")
-        del Xr  # close the map of a streamed reduction before its file goes
-        (folder / _REDUCED).unlink(missing_ok=True)
-
-    @staticmethod
-    def _predefined(
-        domains: Sequence[Any] | None, ev_domains: Sequence[Any] | None
-    ) -> tuple[np.ndarray, list[str]]:
-        if domains is None:
-            raise ValueError("regroup=original needs data.domain_field (the predefined domains)")
-        names = sorted({str(d) for d in domains})
-        index = {n: i for i, n in enumerate(names)}
-        labels = np.array([index[str(d)] for d in domains], dtype=np.int64)
-        unknown = sorted({str(d) for d in ev_domains or ()} - set(names))
-        if unknown:
-            raise ValueError(f"data.domain_field: eval domains {unknown} have no training examples")
-        return labels, names
+    _predefined = staticmethod(predefined_labels)

@@ -15,11 +15,13 @@ one cluster). The sweep raises (naming ``regroup.k_values`` and each value's rea
 when no value is valid; a single value whose clustering exists but cannot be scored is
 returned as is. All-identical embeddings make every score undefined, so they raise up
 front unless ``values`` has a single entry.
+
+The scores of one clustering are :mod:`rnb.regroup.scores`; the sweep spec is expanded by
+:mod:`rnb.regroup.sweep_values` (``expand_values`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -28,149 +30,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from sklearn.metrics import silhouette_score
 
 from rnb.regroup.advice import advise
-from rnb.regroup.assign import all_finite, distance_to_own_centroid
+from rnb.regroup.assign import all_finite
 from rnb.regroup.postprocess import apply_noise_policy, merge_small_clusters
+from rnb.regroup.scores import score_row
 from rnb.regroup.sweep_result import METRICS, SweepResult, SweepRow, _rank_key
+from rnb.regroup.sweep_values import expand_values
 
 __all__ = ["METRICS", "SweepResult", "SweepRow", "expand_values", "sweep"]
 
 log = logging.getLogger(__name__)
 
 _SILHOUETTE_METRICS = ("euclidean", "cosine")
-
-
-def expand_values(values: Sequence[float] | Mapping[str, int], n: int | None = None) -> list[int]:
-    """Turn a sweep spec into a list of ints.
-
-    Args:
-        values: a list of ints, or a range spec ``{start, stop, step}`` with Python
-            ``range`` semantics (``stop`` excluded, ``step`` defaults to 1), e.g.
-            ``{start: 2, stop: 12, step: 2}`` -> ``[2, 4, 6, 8, 10]``. A list entry in
-            ``(0, 1)`` is a fraction of ``n`` (``round(f * n)``, at least 2), so a density
-            clusterer's ``min_cluster_size`` grid scales with the data; fractions that
-            round to the same value are kept once.
-        n: number of training examples (needed for fractions).
-
-    Returns:
-        The values in the given order.
-
-    Raises:
-        ValueError: empty result, non-integers, duplicates, a fraction without ``n``, or
-            a malformed range spec.
-    """
-    if isinstance(values, Mapping):
-        unknown = set(values) - {"start", "stop", "step"}
-        if unknown or not {"start", "stop"} <= set(values):
-            raise ValueError(
-                f"regroup.k_values: a range spec needs keys start, stop[, step], got {dict(values)}"
-            )
-        try:
-            start, stop = int(values["start"]), int(values["stop"])
-            step = int(values.get("step", 1))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"regroup.k_values: non-integer range spec {dict(values)}") from err
-        if step <= 0:
-            raise ValueError(f"regroup.k_values: need step >= 1, got {step}")
-        out = list(range(start, stop, step))
-    elif isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ValueError(
-            f"regroup.k_values: need a list or a {{start, stop, step}} spec, got {values!r}"
-        )
-    else:
-        out = []
-        for v in values:
-            try:
-                f = float("nan") if isinstance(v, bool) else float(v)
-            except (TypeError, ValueError):
-                f = float("nan")
-            if 0 < f < 1 and n is not None:
-                value = max(2, round(f * n))
-                if value not in out:  # small n: neighbouring fractions may coincide
-                    out.append(value)
-            elif f.is_integer():
-                out.append(int(f))
-            else:
-                raise ValueError(
-                    f"regroup.k_values: values must be integers or fractions in (0, 1) of the "
-                    f"number of training examples, got {v!r}"
-                )
-    if not out:
-        raise ValueError(f"regroup.k_values: the sweep is empty ({values!r})")
-    if len(set(out)) != len(out):
-        raise ValueError(f"regroup.k_values: duplicate values in {out}")
-    return out
-
-
-def _silhouette(
-    X: np.ndarray, labels: np.ndarray, sample: int | None, metric: str, seed: int
-) -> float:
-    n = X.shape[0]
-    if sample and sample < n:
-        # The very sample sklearn's ``sample_size``/``random_state`` path draws; drawing it
-        # here skips sklearn's finiteness check over all of X (~2 s per k at 1M x 384).
-        idx = np.random.RandomState(seed).permutation(n)[:sample]
-        X, labels = X[idx], labels[idx]
-    return float(silhouette_score(X, labels, metric=metric))
-
-
-def _db_ch(
-    X: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray
-) -> tuple[float, float]:
-    """Davies-Bouldin and Calinski-Harabasz, as sklearn defines them, in one pass over X.
-
-    sklearn's versions gather every cluster and take ~15-25 s per k at 1M x 384 on 2 cores;
-    here the per-cluster sums from the merge step give the centroids and a single chunked
-    pass gives each point's distance to its centroid, which both scores need.
-    """
-    n, k = X.shape[0], len(counts)
-    C = sums / counts[:, None]
-    dist = distance_to_own_centroid(X, labels, C)
-    intra = np.bincount(labels, weights=dist, minlength=k) / counts
-    between = cdist(C, C)
-    if np.allclose(intra, 0) or np.allclose(between, 0):
-        db = 0.0
-    else:
-        between[between == 0] = np.inf
-        db = float(np.mean(np.max((intra[:, None] + intra[None, :]) / between, axis=1)))
-    within = float(np.dot(dist, dist))
-    mean = sums.sum(axis=0) / n
-    extra = float(np.sum(counts * ((C - mean) ** 2).sum(axis=1)))
-    ch = 1.0 if within == 0.0 else extra * (n - k) / (within * (k - 1.0))
-    return db, ch
-
-
-def _score_row(
-    X: np.ndarray,
-    labels: np.ndarray,
-    sums: np.ndarray,
-    counts: np.ndarray,
-    silhouette_sample: int | None,
-    silhouette_metric: str,
-    seed: int,
-    degenerate: bool,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """All three scores (NaN where undefined) and the seconds they took.
-
-    The shared O(n d) pass of DB and CH is counted under ``davies_bouldin``.
-    """
-    scores = dict.fromkeys(METRICS, float("nan"))
-    seconds: dict[str, float] = {}
-    # Every metric needs 2 <= k <= n - 1. Identical points: sklearn would report 0, but no
-    # score is meaningful, so they stay NaN.
-    if degenerate or not 2 <= len(counts) <= X.shape[0] - 1:
-        return scores, seconds
-    t0 = time.perf_counter()
-    with contextlib.suppress(ValueError):  # the silhouette sample may hold a single cluster
-        scores["silhouette"] = _silhouette(X, labels, silhouette_sample, silhouette_metric, seed)
-    t1 = time.perf_counter()
-    scores["davies_bouldin"], scores["calinski_harabasz"] = _db_ch(X, labels, sums, counts)
-    t2 = time.perf_counter()
-    seconds.update(silhouette=t1 - t0, davies_bouldin=t2 - t1, calinski_harabasz=0.0)
-    return scores, seconds
 
 
 def _validate(
@@ -320,7 +192,7 @@ def sweep(
         counts = np.zeros(0, dtype=np.int64)
         if clustering is not None:
             labels, sums, counts = clustering
-            scores, secs = _score_row(
+            scores, secs = score_row(
                 X, labels, sums, counts, silhouette_sample, silhouette_metric, seed, degenerate
             )
             reason = _invalid_reason(len(counts), X.shape[0], degenerate, scores[metric], metric)

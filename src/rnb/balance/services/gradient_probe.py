@@ -24,14 +24,16 @@ RNG state is not checkpointed). rnb's models use no dropout by default, where bo
 DDP: rank ``r`` draws its own batch (seed stream ``r``); the matrix is summed over ranks
 and divided by the world size, so every rank holds the same gradients, those of a batch
 ``world_size`` times larger.
+
+Which parameters are probed, and the mode they are probed in, is
+:mod:`rnb.balance.services.probe_params` (``select_parameters`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,51 +44,12 @@ import torch
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import ReduceFn, SignalService
 from rnb.balance.services.probe_eval import batch_positions, batch_rows
+from rnb.balance.services.probe_params import probing, select_parameters
 from rnb.balance.services.probe_set import stratified_probe
 
 __all__ = ["GradientProbe", "select_parameters"]
 
 log = logging.getLogger(__name__)
-
-
-def select_parameters(
-    module: torch.nn.Module, patterns: str | Sequence[str] | None
-) -> list[tuple[str, torch.nn.Parameter]]:
-    """Trainable parameters whose ``named_parameters()`` name matches any pattern.
-
-    Args:
-        module: the LightningModule.
-        patterns: ``fnmatch`` patterns (``balance.probe.params``), e.g. ``"*.h.1.*"``;
-            ``None`` = every trainable parameter. Tied weights count once.
-
-    Raises:
-        ValueError: no trainable parameter matches (lists some names).
-    """
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    if patterns is None:
-        return named
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    chosen = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, q) for q in pats)]
-    if not chosen:
-        names = [n for n, _ in named]
-        shown = names[:12] + (["..."] if len(names) > 12 else [])
-        raise ValueError(
-            f"balance.probe.params={pats} matches no trainable parameter; names look like {shown}"
-        )
-    return chosen
-
-
-@contextmanager
-def _probing(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode with gradients on; every submodule's own mode is restored after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
 
 
 class GradientProbe(SignalService):
@@ -275,7 +238,7 @@ class GradientProbe(SignalService):
         batches = self.draw(self.probes)
         plugin = getattr(getattr(self, "_trainer", None), "precision_plugin", None)
         context = plugin.forward_context() if plugin is not None else nullcontext()
-        with _probing(pl_module), context:
+        with probing(pl_module), context:
             for row, idx in enumerate(batches):
                 if idx.size == 0:
                     matrix[row].zero_()
