@@ -82,7 +82,7 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "gradient_probe": Module(
-        ("src/rnb/balance/services/gradient_probe.py",),
+        ("src/rnb/balance/services/gradient_probe.py", "src/rnb/balance/services/probe_params.py"),
         (
             "tests/unit/test_gradient_probe.py",
             "tests/integration/test_grad_strategies.py",
@@ -126,6 +126,8 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_grads.py",
             "tests/unit/test_fused_capture.py",
+            "tests/unit/test_capture_spans.py",
+            "tests/integration/test_host_batch.py",
             "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
         ),
     ),
@@ -134,7 +136,14 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_sampler.py", "tests/unit/test_detour_plan.py"),
     ),
     "assign": Module(("src/rnb/regroup/assign.py",), ("tests/unit/test_assign.py",)),
-    "selection": Module(("src/rnb/regroup/selection.py",), ("tests/unit/test_selection.py",)),
+    "selection": Module(
+        (
+            "src/rnb/regroup/selection.py",
+            "src/rnb/regroup/scores.py",
+            "src/rnb/regroup/sweep_values.py",
+        ),
+        ("tests/unit/test_selection.py",),
+    ),
     "pipeline": Module(
         (
             "src/rnb/regroup/pipeline.py",

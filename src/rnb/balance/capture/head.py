@@ -19,12 +19,8 @@ from torch import nn
 
 from rnb.balance.capture import sizes, state
 from rnb.balance.capture.fused import fused_forward
-from rnb.balance.capture.products import (
-    accumulate_in_place,
-    buffer_step,
-    no_autocast,
-    prepare_inputs,
-)
+from rnb.balance.capture.hooks import forward_hook
+from rnb.balance.capture.products import no_autocast
 from rnb.balance.capture.rowbuffer import RowBuffer, buffer_rows, buffer_size_mb
 from rnb.balance.capture.rows import RowPlan, parse_batch, plan_rows
 from rnb.balance.capture.settled import Settled
@@ -114,7 +110,7 @@ class HeadGradientCapture:
             # An instance attribute shadows nn.Linear.forward; hooks and wrappers still apply.
             self.head.forward = partial(fused_forward, self)
         elif self._handle is None:
-            self._handle = self.head.register_forward_hook(self._forward_hook)
+            self._handle = self.head.register_forward_hook(partial(forward_hook, self))
 
     def detach(self) -> None:
         """Remove the hook; graphs already built keep their tensor hooks until backward."""
@@ -258,45 +254,6 @@ class HeadGradientCapture:
         with self._timed():
             self._move_to(a.device)
             return self._plan(dom, None, rows) if plan is None else plan
-
-    def _forward_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not self._capturing():
-            return
-        if not (isinstance(output, torch.Tensor) and output.requires_grad):
-            return
-        a = inputs[0]
-        plan = self._take_plan(a)
-        if plan is None:
-            return
-        # The input rows are read in the backward hook: autograd keeps ``a`` alive until
-        # then anyway, and one copy straight into the row buffer beats two. A pre-hook on
-        # the output's node is what ``Tensor.register_hook`` installs, minus its overhead.
-        hook = partial(self._grad_hook, nr=output.output_nr, plan=plan, a=a.detach())
-        output.grad_fn.register_prehook(hook)
-
-    def _grad_hook(self, grads: tuple, nr: int, plan: RowPlan, a: torch.Tensor) -> None:
-        grad = grads[nr]
-        if grad is None:
-            return
-        with self._timed(), no_autocast(grad.device.type):
-            delta = grad.reshape(-1, self.V)
-            a = a.reshape(-1, self.d)
-            buffer = self._buffer
-            if plan.row_domains is not None and buffer is not None and plan.rows <= buffer.capacity:
-                if not buffer.fits(plan.rows):
-                    self.flush()
-                buffer_step(
-                    buffer, delta, a, plan, self._signs, self._vk, self.include_bias,
-                    self._proj, self._inv_scale,
-                )  # fmt: skip
-                return
-            a_sel = prepare_inputs(a, plan, self.include_bias, self._proj)
-            if accumulate_in_place(
-                self._acc_views, delta, a_sel, plan, self._signs, self._vk, self._inv_scale
-            ):
-                self._counts += plan.example_counts
-            else:
-                self._skipped += 1
 
     # ------------------------------------------------------------------ internals
     def _plan(self, dom: np.ndarray, mask: np.ndarray | None, rows: int) -> RowPlan:
