@@ -112,6 +112,8 @@ MODULES: dict[str, Module] = {
         (
             _PINNED,
             "tests/unit/test_rank_check.py",  # the DDP check, in-process
+            # the cross-rank sums, in-process (a strategy playing two identical ranks)
+            "tests/integration/test_rank_reduce.py",
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",
