@@ -114,6 +114,11 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rank_check.py",  # the DDP check, in-process
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
             "tests/integration/test_rank_reduce.py",
+            "tests/integration/test_host_batch.py",  # teardown detaches the capture
+            # strategies that read the round's other statistics (lr, loss sums, tokens)
+            "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
+            "tests/integration/test_odm_train.py::test_odm_raises_the_domain_with_the_highest_training_loss[importance]",
+            "tests/integration/test_odm_train.py::test_unimax_caps_the_small_domain",
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",

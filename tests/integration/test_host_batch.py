@@ -56,3 +56,26 @@ def test_set_batch_gets_host_copies_made_before_transfer(
         want[:, :-1] = labels[:, 1:] != -100
         np.testing.assert_array_equal(mask, want.numpy())
         assert 0 < mask.sum() < mask.size
+
+
+def test_capture_is_detached_when_the_run_ends(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """After training, the head is a plain ``nn.Linear`` again (no fused forward, no hooks):
+    a notebook that keeps the model must not keep capturing."""
+    import lightning as L
+
+    seen: dict[str, L.LightningModule] = {}
+
+    class Keep(L.Callback):
+        def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen["module"] = pl_module
+            seen["fused"] = "forward" in vars(pl_module.head)
+
+    cfg = compose(
+        "train",
+        [*tiny_overrides, "strategy=rnb", "initial_eval=false", "logger=none",
+         "trainer.max_steps=2", f"output_dir={tmp_path}"],
+    )  # fmt: skip
+    train(cfg, callbacks=[Keep()])
+    head = seen["module"].head
+    assert seen["fused"]  # the fused capture was attached during the run
+    assert "forward" not in vars(head) and not head._forward_hooks
