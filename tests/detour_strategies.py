@@ -46,8 +46,9 @@ class InlineProbe(MixingStrategy):
     """Two back-to-back detours per boundary (in-line unless ``kind``); the next mixture
     follows their drops.
 
-    ``p`` after the detours is ``softmax(scale · drop)`` of the one-hot detour's loss drops,
-    so the weight trajectory depends on every detour evaluation.
+    ``p`` after the detours is the mean of ``softmax(scale · drop)`` of the one-hot detour's
+    loss drops and the mixture it replaces (the callback must pass the current one), so the
+    weight trajectory depends on every detour evaluation and on the mixture handed over.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -74,7 +75,8 @@ class InlineProbe(MixingStrategy):
     def detours_done(self, results: list[DetourResult], weights: np.ndarray) -> np.ndarray:
         drop = np.nan_to_num(results[0].drop)
         z = np.exp(self.scale * (drop - drop.max()))
-        return z / z.sum()
+        assert weights.shape == z.shape and np.isclose(weights.sum(), 1.0)
+        return 0.5 * z / z.sum() + 0.5 * weights
 
     def state_dict(self) -> dict[str, Any]:
         return {"boundaries": self.boundaries}

@@ -112,6 +112,7 @@ MODULES: dict[str, Module] = {
         (
             _PINNED,
             "tests/unit/test_rank_check.py",  # the DDP check, in-process
+            "tests/unit/test_callback_detours_done.py",
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
             "tests/integration/test_rank_reduce.py",
             "tests/integration/test_host_batch.py",  # teardown detaches the capture
