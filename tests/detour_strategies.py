@@ -83,3 +83,11 @@ class InlineProbe(MixingStrategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.boundaries = int(state["boundaries"])
+
+
+class OffSimplex(MixingStrategy):
+    """Returns weights that do not sum to 1 at its first update: the callback must refuse
+    them (naming ``OffSimplex.update``) and the run must fail, not train on them."""
+
+    def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
+        return np.full(self.ctx.num_domains, 0.5)

@@ -121,6 +121,8 @@ MODULES: dict[str, Module] = {
             "tests/integration/test_odm_train.py::test_odm_raises_the_domain_with_the_highest_training_loss[importance]",
             "tests/integration/test_odm_train.py::test_unimax_caps_the_small_domain",
             "tests/integration/test_starvation.py::test_rnb_large_lambda_starves_domains_visibly",
+            "tests/integration/test_divergence.py::test_off_simplex_update_fails_the_run_naming_the_strategy",
+            "tests/integration/test_domain_accounting.py::test_loss_weights_reach_the_model_and_the_sampler_keeps_its_own",
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",

@@ -158,3 +158,15 @@ def test_ddp_ranks_stop_together(tmp_path: Path) -> None:
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
     summary = _strict(tmp_path / "summary.json")
     assert summary["status"] == "diverged" and summary["failure"]["step"] == DIVERGES_AT
+
+
+def test_off_simplex_update_fails_the_run_naming_the_strategy(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    over = [*tiny_overrides, "strategy._target_=tests.detour_strategies.OffSimplex"]
+    with pytest.raises(RuntimeError, match=r"OffSimplex\.update returned off-simplex weights"):
+        _train(tmp_path, over)
+    summary = _strict(tmp_path / "summary.json")
+    assert summary["status"] == "failed" and summary["failure"]["step"] == 4  # first round end
+    assert "OffSimplex.update returned off-simplex" in summary["failure"]["reason"]
+    assert summary["eval_loss"] is None
