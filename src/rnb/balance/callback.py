@@ -17,6 +17,7 @@ from rnb.balance.detours import DetourRunner
 from rnb.balance.ledger import DomainLedger, round_metrics
 from rnb.balance.services.base import SignalService, build_services
 from rnb.balance.services.gram import GramSignal
+from rnb.balance.sharding import check_sharding_support
 from rnb.balance.stats import DomainStats
 from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
 
@@ -131,6 +132,7 @@ class BalanceCallback(BalanceState, L.Callback):
                 f"the model ({type(pl_module).__name__}, model._target_) has no "
                 "set_domain_loss_weights: inherit rnb.models.weighting.DomainLossWeighting"
             )
+        check_sharding_support(trainer, self.strategy, self.services)
         for service in self.services:
             service.setup(trainer, pl_module, dm, self.meter)
         self.detours = DetourRunner(self.probe_cfg, seed=int(dm.seed))
