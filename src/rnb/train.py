@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from rnb.accounting import training_flops
 from rnb.balance.callback import BalanceCallback
+from rnb.balance.sharding import check_sharding_support
 from rnb.config import config_dir, enabled, hydra_output_dir
 from rnb.console import StepProgressBar, quiet_lightning
 from rnb.run.divergence import DivergedError, DivergenceGuard, divergence_hint
@@ -128,6 +129,8 @@ def build_run(
         logger=logger,
         default_root_dir=str(out),
     )
+    # Before any evaluation: the callback's setup repeats it for hand-built trainers.
+    check_sharding_support(trainer, balance.strategy, balance.services)
     return {
         "datamodule": dm,
         "model": model,
