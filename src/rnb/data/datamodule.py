@@ -18,7 +18,13 @@ from rnb.data.mixture import MixtureData, stack_rows
 from rnb.data.regroup_io import RegroupFields, run_regroup
 from rnb.data.scan import ModelTexts
 from rnb.data.sources import build_texts, check_records, column, field_roles, load_records
-from rnb.data.store import StoreSplit, TokenStore, build_store, store_fingerprint
+from rnb.data.store import (
+    StoreSplit,
+    TokenStore,
+    build_store,
+    check_chunk_size,
+    store_fingerprint,
+)
 from rnb.data.streams import FileSource, ListSource
 from rnb.data.tokenize import (
     TokenizedSplit,
@@ -135,9 +141,7 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         self.seed = seed
         self.encoding, self.encoding_errors = encoding, encoding_errors
         self.on_missing = on_missing
-        if int(store_chunk_size) < 1:
-            raise ValueError(f"data.store_chunk_size must be >= 1, got {store_chunk_size}")
-        self.store_chunk_size = int(store_chunk_size)
+        self.store_chunk_size = check_chunk_size(store_chunk_size)
         self._ready = False
         self.regroup_result: RegroupResult | None = None
 

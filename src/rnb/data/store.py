@@ -39,7 +39,7 @@ import numpy as np
 from rnb.caching import cache_lock, code_version
 from rnb.data.tokenize import encode_rows
 
-__all__ = ["StoreSplit", "TokenStore", "build_store", "store_fingerprint"]
+__all__ = ["StoreSplit", "TokenStore", "build_store", "check_chunk_size", "store_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,24 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 _ARRAYS = ("tokens", "offsets", "lab_from")
 _SUB = 1024  # examples per tokenizer call
+
+
+def check_chunk_size(value: Any) -> int:
+    """``data.store_chunk_size`` as an int >= 1.
+
+    Raises:
+        ValueError: ``value`` is not a whole number >= 1 (``0``, ``-5``, ``1.5``, ``"abc"``,
+            a bool): a fraction is refused rather than truncated to another chunk size.
+    """
+    number = value
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)  # a command line's 2e4 arrives as a float
+    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 1:
+        raise ValueError(
+            f"data.store_chunk_size={value!r}: need a whole number >= 1 (examples per "
+            "resumable chunk of the token store build, default 20000)"
+        )
+    return int(number)
 
 
 def store_fingerprint(*parts: object) -> str:
@@ -289,8 +307,10 @@ def build_store(
         The opened store.
 
     Raises:
-        ValueError: an example keeps no target token (the partial build is removed).
+        ValueError: an example keeps no target token (the partial build is removed), or
+            ``chunk_size`` is not a whole number >= 1 (nothing is written).
     """
+    chunk_size = check_chunk_size(chunk_size)
     final = Path(root) / fingerprint
     if (final / "meta.json").exists():
         return TokenStore(final)
