@@ -127,6 +127,28 @@ def test_st_bad_config() -> None:
     )
 
 
+def test_st_close_stops_the_pool_once_and_drops_the_model() -> None:
+    """The pool's workers must not outlive Regroup (they used to stay up until exit)."""
+
+    class FakeModel:
+        def __init__(self) -> None:
+            self.stopped: list[object] = []
+
+        def start_multi_process_pool(self, devices):
+            return {"devices": devices}
+
+        def stop_multi_process_pool(self, pool) -> None:
+            self.stopped.append(pool)
+
+    emb = SentenceTransformerEmbedder(processes=2, progress=False)
+    model = emb._model = FakeModel()
+    pool = emb._start_pool()
+    emb.close()
+    emb.close()  # idempotent
+    assert model.stopped == [pool] and pool == {"devices": ["cpu", "cpu"]}
+    assert emb._pool is None and emb._model is None
+
+
 @pytest.mark.slow  # spawns two workers that each import torch and load MiniLM (~30 s)
 def test_st_two_process_pool_gives_the_single_process_embeddings(monkeypatch) -> None:
     # Offline by environment only: the pool hands tensors back over a local socket, so the

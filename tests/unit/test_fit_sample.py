@@ -206,6 +206,22 @@ def test_pipeline_fit_sample_of_every_point_is_recorded_not_dropped(tmp_path: Pa
     assert "fit_sample=100000 >= 600 training examples" in (b.folder / "regroup.md").read_text()
 
 
+def test_pipeline_closes_the_embedder_after_embedding(tmp_path: Path) -> None:
+    """Regroup releases the embedder (MiniLM's worker pool, its model) once both splits are
+    embedded, instead of holding it through training."""
+
+    class Closing(_Table):
+        closed = 0
+
+        def close(self) -> None:
+            Closing.closed += 1
+
+    r, texts, ev = _toy_regroup(tmp_path)
+    r.embedder = Closing(r.embedder.table)
+    r.run(texts, ev)
+    assert Closing.closed == 1
+
+
 def test_pipeline_float16_cache_is_a_float16_memmap(tmp_path: Path) -> None:
     r, texts, ev = _toy_regroup(tmp_path, embed_dtype="float16", fit_sample=300)
     X, Xe = r._embed(texts, ev)

@@ -122,6 +122,7 @@ class SentenceTransformerEmbedder:
         self.processes = int(processes)
         self._model: Any = None
         self._pool: Any = None
+        self._stop_pool: weakref.finalize | None = None
 
     @property
     def dim(self) -> int | None:
@@ -158,8 +159,18 @@ class SentenceTransformerEmbedder:
             else:
                 devices = [self.device] * self.processes
             self._pool = model.start_multi_process_pool(devices)
-            weakref.finalize(self, model.stop_multi_process_pool, self._pool)
+            self._stop_pool = weakref.finalize(self, model.stop_multi_process_pool, self._pool)
         return self._pool
+
+    def close(self) -> None:
+        """Stop the worker pool and drop the model once Regroup has embedded everything:
+        the embedder lives as long as the run's DataModule, and its workers (one model per
+        GPU with ``device=cuda``) would otherwise stay up through training. A later
+        :meth:`encode` loads them again."""
+        if self._stop_pool is not None:
+            self._stop_pool()  # a weakref.finalize runs at most once
+        self._pool = self._stop_pool = None
+        self._model = None
 
     def fingerprint(self) -> str:
         """Stable hash of the class and the settings that change the embeddings."""

@@ -262,16 +262,19 @@ class Regroup:
         cache, emb_fp = EmbeddingCache(self.cache_dir), self.embedder.fingerprint()
         # float32 keys stay as they were before embed_dtype existed (no needless re-embed).
         dtype_part = () if self.embed_dtype == "float32" else (self.embed_dtype,)
-        X, Xe = (
-            cache.get_or_compute(
-                make_key(fingerprint_texts(t), emb_fp, *dtype_part),
-                t,
-                self.embedder,
-                self.embed_chunk_size,
-                dtype=self.embed_dtype,
+        try:
+            X, Xe = (
+                cache.get_or_compute(
+                    make_key(fingerprint_texts(t), emb_fp, *dtype_part),
+                    t,
+                    self.embedder,
+                    self.embed_chunk_size,
+                    dtype=self.embed_dtype,
+                )
+                for t in (items, items_eval)
             )
-            for t in (items, items_eval)
-        )
+        finally:  # e.g. MiniLM's worker pool: not held through training
+            getattr(self.embedder, "close", lambda: None)()
         return X, Xe  # memory-mapped: a fit_sample run never loads them whole
 
     def _compute(
