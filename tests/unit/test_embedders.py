@@ -112,13 +112,15 @@ def test_st_fingerprint() -> None:
 
 
 def test_st_bad_config() -> None:
-    with pytest.raises(ValueError, match=r"embedder\.batch_size"):
+    with pytest.raises(ValueError, match=r"regroup\.embedder\.batch_size"):
         SentenceTransformerEmbedder(batch_size=0)
     with pytest.raises(ValueError, match=r"embedder\.max_seq_length"):
         SentenceTransformerEmbedder(max_seq_length=0)
     with pytest.raises(ValueError, match=r"embedder\.processes"):
         SentenceTransformerEmbedder(processes=0)
-    with pytest.raises(ValueError, match=r"embedder\.processes=2 .* embedder\.bf16=false"):
+    with pytest.raises(
+        ValueError, match=r"regroup\.embedder\.processes=2 .* regroup\.embedder\.bf16=false"
+    ):
         SentenceTransformerEmbedder(processes=2, bf16=True)
     # the pool only changes speed, so a cache built by 4 workers serves 1 and vice versa
     assert (

