@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-__all__ = ["compose", "config_dir", "enabled", "hydra_output_dir", "required"]
+__all__ = ["compose", "config_dir", "count", "enabled", "hydra_output_dir", "required"]
 
 
 def config_dir() -> Path:
@@ -50,6 +50,28 @@ def required(key: str, what: str = "a value") -> Any:
 
 
 OmegaConf.register_new_resolver("rnb.required", required, replace=True)
+
+
+def count(value: Any, key: str, what: str = "a count") -> int:
+    """Resolver ``${rnb.count:${KEY},KEY,WHAT}``: ``KEY``'s value as a whole number >= 1.
+
+    For values a config derives from another key that must then be a plain count, e.g.
+    ``hydra/launcher=slurm_multinode`` reads ``gpus_per_node`` from ``trainer.devices``,
+    whose ``-1`` ("all visible GPUs") or ``auto`` cannot size a SLURM job before it runs.
+
+    Raises:
+        ValueError: ``value`` is not an integer >= 1 (a bool, ``-1``, ``0``, ``"auto"``, a
+            list of device ids, ``2.5``), naming ``key`` and ``what`` it should hold.
+    """
+    number = value
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"{key}={value!r}: need a whole number >= 1 here ({what}); set {key}=N")
+    return number
+
+
+OmegaConf.register_new_resolver("rnb.count", count, replace=True)
 
 
 def hydra_output_dir() -> str | None:

@@ -139,3 +139,26 @@ def test_slurm_launcher_renders_an_sbatch_array_without_submitting(
     script = seen["script"]
     for line in [*lines, "--partition=gpu"]:
         assert f"#SBATCH {line}" in script, (line, script)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("trainer.devices=-1", "trainer.devices=-1"), ("trainer.devices=auto", "trainer.devices='auto'"),
+     ("trainer.num_nodes=0", "trainer.num_nodes=0")],
+)  # fmt: skip
+def test_slurm_multinode_refuses_a_device_count_it_cannot_size_a_job_from(
+    override: str, key: str, tmp_path: Path
+) -> None:
+    """``trainer.devices=-1`` (all visible GPUs) cannot size ``--gpus-per-node``: refused when
+    the launcher is set up, naming the key, instead of rendering ``--gpus-per-node=-1``."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="extra `slurm`")
+    overrides = [
+        "hydra/launcher=slurm_multinode",
+        "trainer=gpu_fsdp",
+        "trainer.devices=4",
+        override,
+    ]
+    cfg = _hydra_cfg([*overrides, f"hydra.sweep.dir={tmp_path}"])
+    with pytest.raises(Exception, match=r"need a whole number >= 1") as err:
+        instantiate(cfg.hydra.launcher)
+    assert key in str(err.value)

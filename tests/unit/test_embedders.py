@@ -112,19 +112,43 @@ def test_st_fingerprint() -> None:
 
 
 def test_st_bad_config() -> None:
-    with pytest.raises(ValueError, match=r"embedder\.batch_size"):
+    with pytest.raises(ValueError, match=r"regroup\.embedder\.batch_size"):
         SentenceTransformerEmbedder(batch_size=0)
     with pytest.raises(ValueError, match=r"embedder\.max_seq_length"):
         SentenceTransformerEmbedder(max_seq_length=0)
     with pytest.raises(ValueError, match=r"embedder\.processes"):
         SentenceTransformerEmbedder(processes=0)
-    with pytest.raises(ValueError, match=r"embedder\.processes=2 .* embedder\.bf16=false"):
+    with pytest.raises(
+        ValueError, match=r"regroup\.embedder\.processes=2 .* regroup\.embedder\.bf16=false"
+    ):
         SentenceTransformerEmbedder(processes=2, bf16=True)
     # the pool only changes speed, so a cache built by 4 workers serves 1 and vice versa
     assert (
         SentenceTransformerEmbedder(processes=3).fingerprint()
         == SentenceTransformerEmbedder().fingerprint()
     )
+
+
+def test_st_close_stops_the_pool_once_and_drops_the_model() -> None:
+    """The pool's workers must not outlive Regroup (they used to stay up until exit)."""
+
+    class FakeModel:
+        def __init__(self) -> None:
+            self.stopped: list[object] = []
+
+        def start_multi_process_pool(self, devices):
+            return {"devices": devices}
+
+        def stop_multi_process_pool(self, pool) -> None:
+            self.stopped.append(pool)
+
+    emb = SentenceTransformerEmbedder(processes=2, progress=False)
+    model = emb._model = FakeModel()
+    pool = emb._start_pool()
+    emb.close()
+    emb.close()  # idempotent
+    assert model.stopped == [pool] and pool == {"devices": ["cpu", "cpu"]}
+    assert emb._pool is None and emb._model is None
 
 
 @pytest.mark.slow  # spawns two workers that each import torch and load MiniLM (~30 s)

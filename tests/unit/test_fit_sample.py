@@ -193,6 +193,35 @@ def test_pipeline_fit_sample_is_recorded_keyed_and_labels_every_point(tmp_path: 
     assert _toy_regroup(tmp_path, fit_sample=200)[0].run(texts, ev).from_cache
 
 
+def test_pipeline_fit_sample_of_every_point_is_recorded_not_dropped(tmp_path: Path) -> None:
+    """``fit_sample >= n_train`` fits every point, and regroup.json / .md say so (it used to
+    record ``null``, as if the key had not been set)."""
+    full, texts, ev = _toy_regroup(tmp_path)
+    big, _, _ = _toy_regroup(tmp_path, fit_sample=100_000)
+    a, b = full.run(texts, ev), big.run(texts, ev)
+    np.testing.assert_array_equal(a.train, b.train)  # the same fit as without a sample
+    rec = json.loads((b.folder / "regroup.json").read_text())["fit_sample"]
+    assert rec == {"requested": 100_000, "size": 600, "n_train": 600, "seed": 0,
+                   "assignment": "every point fitted"}  # fmt: skip
+    assert "fit_sample=100000 >= 600 training examples" in (b.folder / "regroup.md").read_text()
+
+
+def test_pipeline_closes_the_embedder_after_embedding(tmp_path: Path) -> None:
+    """Regroup releases the embedder (MiniLM's worker pool, its model) once both splits are
+    embedded, instead of holding it through training."""
+
+    class Closing(_Table):
+        closed = 0
+
+        def close(self) -> None:
+            Closing.closed += 1
+
+    r, texts, ev = _toy_regroup(tmp_path)
+    r.embedder = Closing(r.embedder.table)
+    r.run(texts, ev)
+    assert Closing.closed == 1
+
+
 def test_pipeline_float16_cache_is_a_float16_memmap(tmp_path: Path) -> None:
     r, texts, ev = _toy_regroup(tmp_path, embed_dtype="float16", fit_sample=300)
     X, Xe = r._embed(texts, ev)

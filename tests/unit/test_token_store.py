@@ -127,6 +127,23 @@ def _dm(path: Path, *extra: str):
     return dm
 
 
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "abc", "true"])
+def test_store_chunk_size_must_be_a_whole_number(tmp_path: Path, bad: str) -> None:
+    """A fraction is refused, not truncated (``1.5`` used to build with chunks of 1)."""
+    path = _write(tmp_path / "d.jsonl", ROWS)
+    cfg = compose("train", [*FILES, f"data.train_path={path}", f"data.store_chunk_size={bad}"])
+    with pytest.raises(Exception, match=r"data\.store_chunk_size=.*need a whole number >= 1"):
+        instantiate(cfg.data, regroup=None, _recursive_=False)
+    cfg = compose("train", [*FILES, f"data.train_path={path}", "data.store_chunk_size=2e4"])
+    assert instantiate(cfg.data, regroup=None, _recursive_=False).store_chunk_size == 20000
+
+
+def test_build_store_refuses_a_chunk_size_below_one_without_writing(tmp_path: Path, tok) -> None:
+    with pytest.raises(ValueError, match="data.store_chunk_size=0"):
+        build_store(tmp_path, "fp", lambda: iter(PAIRS), len(PAIRS), tok, 12, chunk_size=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_fingerprint_follows_content_tokenizer_and_max_length(tmp_path: Path) -> None:
     path = _write(tmp_path / "d.jsonl", ROWS)
     base = _dm(path).train_data.store.path

@@ -25,7 +25,7 @@ from rnb.data.mixture import MixtureData
 from rnb.data.regroup_io import RegroupFields, run_regroup
 from rnb.data.scan import ModelTexts
 from rnb.data.sources import field_roles
-from rnb.data.store import StoreSplit, TokenStore
+from rnb.data.store import StoreSplit, TokenStore, check_chunk_size
 from rnb.data.tokenize import TokenizedSplit
 
 if TYPE_CHECKING:
@@ -136,9 +136,7 @@ class RnBDataModule(MixtureData, L.LightningDataModule):
         self.seed = seed
         self.encoding, self.encoding_errors = encoding, encoding_errors
         self.on_missing = on_missing
-        if int(store_chunk_size) < 1:
-            raise ValueError(f"data.store_chunk_size must be >= 1, got {store_chunk_size}")
-        self.store_chunk_size = int(store_chunk_size)
+        self.store_chunk_size = check_chunk_size(store_chunk_size)
         self._ready = False
         self.regroup_result: RegroupResult | None = None
 

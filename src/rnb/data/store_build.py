@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rnb.caching import cache_lock
-from rnb.data.store import FORMAT_VERSION, TokenStore
+from rnb.data.store import FORMAT_VERSION, TokenStore, check_chunk_size
 from rnb.data.tokenize import encode_rows
 
 __all__ = ["build_store"]
@@ -144,8 +144,10 @@ def build_store(
         The opened store.
 
     Raises:
-        ValueError: an example keeps no target token (the partial build is removed).
+        ValueError: an example keeps no target token (the partial build is removed), or
+            ``chunk_size`` is not a whole number >= 1 (nothing is written).
     """
+    chunk_size = check_chunk_size(chunk_size)
     final = Path(root) / fingerprint
     if (final / "meta.json").exists():
         return TokenStore(final)

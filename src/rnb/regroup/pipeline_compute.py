@@ -46,16 +46,19 @@ def embed(
     cache, emb_fp = EmbeddingCache(regroup.cache_dir), embedder.fingerprint()
     # float32 keys stay as they were before embed_dtype existed (no needless re-embed).
     dtype_part = () if regroup.embed_dtype == "float32" else (regroup.embed_dtype,)
-    X, Xe = (
-        cache.get_or_compute(
-            make_key(fingerprint_texts(t), emb_fp, *dtype_part),
-            t,
-            embedder,
-            regroup.embed_chunk_size,
-            dtype=regroup.embed_dtype,
+    try:
+        X, Xe = (
+            cache.get_or_compute(
+                make_key(fingerprint_texts(t), emb_fp, *dtype_part),
+                t,
+                embedder,
+                regroup.embed_chunk_size,
+                dtype=regroup.embed_dtype,
+            )
+            for t in (items, items_eval)
         )
-        for t in (items, items_eval)
-    )
+    finally:  # e.g. MiniLM's worker pool: not held through training
+        getattr(embedder, "close", lambda: None)()
     return X, Xe
 
 

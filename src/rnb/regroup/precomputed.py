@@ -42,9 +42,13 @@ class PrecomputedEmbedder:
         progress: bool = True,
     ) -> None:
         if (path is None) == (column is None):
-            raise ValueError("embedder: set exactly one of embedder.path or embedder.column")
+            raise ValueError(
+                "regroup.embedder: set exactly one of regroup.embedder.path or regroup.embedder.column"
+            )
         if eval_path is not None and path is None:
-            raise ValueError("embedder.eval_path: only valid together with embedder.path")
+            raise ValueError(
+                "regroup.embedder.eval_path: only valid together with regroup.embedder.path"
+            )
         self.path, self.column, self.eval_path = path, column, eval_path
         self.progress = bool(progress)
         self.dim: int | None = None
@@ -83,18 +87,20 @@ class PrecomputedEmbedder:
         try:
             arr = np.asarray([np.asarray(v, dtype=np.float32) for v in values], dtype=np.float32)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"embedder.column={self.column!r}: not equal-length vectors") from e
-        return self._validate(arr, f"embedder.column={self.column!r}", n)
+            raise ValueError(
+                f"regroup.embedder.column={self.column!r}: not equal-length vectors"
+            ) from e
+        return self._validate(arr, f"regroup.embedder.column={self.column!r}", n)
 
     def from_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Stack ``records[i][column]`` into a float32 ``[n, d]`` array."""
         if self.column is None:
-            raise ValueError("embedder.column: from_records needs a column name")
+            raise ValueError("regroup.embedder.column: from_records needs a column name")
         values = []
         for i, r in enumerate(records):
             if self.column not in r:
                 raise ValueError(
-                    f"embedder.column={self.column!r} not in record {i} (keys: {sorted(r)})"
+                    f"regroup.embedder.column={self.column!r} not in record {i} (keys: {sorted(r)})"
                 )
             values.append(r[self.column])
         return self._vectors(values)
@@ -104,15 +110,15 @@ class PrecomputedEmbedder:
         in column mode, ``texts`` are the column values themselves."""
         if self.path is None:
             return self._vectors(texts)
-        return self._load_file(self.path, "embedder.path", len(texts))
+        return self._load_file(self.path, "regroup.embedder.path", len(texts))
 
     def encode_eval(self, texts: Sequence[Any]) -> np.ndarray:
         """Evaluation-split embeddings: rows of ``eval_path``, or the column values."""
         if self.path is None:
             return self._vectors(texts)
         if self.eval_path is None:
-            raise ValueError("embedder.eval_path: needed to embed the evaluation split")
-        return self._load_file(self.eval_path, "embedder.eval_path", len(texts))
+            raise ValueError("regroup.embedder.eval_path: needed to embed the evaluation split")
+        return self._load_file(self.eval_path, "regroup.embedder.eval_path", len(texts))
 
     def _content_fp(self, path: str) -> str | None:
         # Hash file contents (not the path): a rewritten file must change the cache key.

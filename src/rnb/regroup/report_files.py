@@ -42,7 +42,13 @@ def report_markdown(r: dict[str, Any]) -> str:
     if sel is not None:
         md += ["## Choice of k", "", sel["why"] + ".", ""]
         fs = r.get("fit_sample")
-        if fs:  # regroup.fit_sample: the sweep table describes the sample
+        if fs and fs["size"] >= fs["n_train"]:  # a fit_sample of at least every point
+            md += [
+                f"regroup.fit_sample={fs['requested']} >= {fs['n_train']} training examples: "
+                "fitted on every example.",
+                "",
+            ]
+        elif fs:  # regroup.fit_sample: the sweep table describes the sample
             md += [
                 f"Fitted on a seeded sample of {fs['size']} of {fs['n_train']} training "
                 f"examples (seed {fs['seed']}), then every example labelled by "

