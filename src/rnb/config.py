@@ -58,13 +58,18 @@ def count(value: Any, key: str, what: str = "a count") -> int:
     For values a config derives from another key that must then be a plain count, e.g.
     ``hydra/launcher=slurm_multinode`` reads ``gpus_per_node`` from ``trainer.devices``,
     whose ``-1`` ("all visible GPUs") or ``auto`` cannot size a SLURM job before it runs.
+    Also the check of every count-valued key (``data.store_chunk_size``,
+    ``regroup.embedder.processes``): a fraction is refused, never truncated.
 
     Raises:
-        ValueError: ``value`` is not an integer >= 1 (a bool, ``-1``, ``0``, ``"auto"``, a
-            list of device ids, ``2.5``), naming ``key`` and ``what`` it should hold.
+        ValueError: ``value`` is not a whole number >= 1 (a bool, ``-1``, ``0``, ``"auto"``,
+            a list of device ids, ``2.5``), naming ``key`` and ``what`` it should hold. A
+            float with an integral value (a command line's ``2e4``) and a digit string pass.
     """
     number = value
-    if isinstance(value, str) and value.strip().isdigit():
+    if (isinstance(value, str) and value.strip().isdigit()) or (
+        isinstance(value, float) and value.is_integer()
+    ):
         number = int(value)
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise ValueError(f"{key}={value!r}: need a whole number >= 1 here ({what}); set {key}=N")

@@ -118,6 +118,10 @@ def test_st_bad_config() -> None:
         SentenceTransformerEmbedder(max_seq_length=0)
     with pytest.raises(ValueError, match=r"embedder\.processes"):
         SentenceTransformerEmbedder(processes=0)
+    # a fraction is refused, not truncated to one worker
+    with pytest.raises(ValueError, match=r"regroup\.embedder\.processes=1\.5: need a whole"):
+        SentenceTransformerEmbedder(processes=1.5)
+    assert SentenceTransformerEmbedder(processes=2.0, progress=False).processes == 2
     with pytest.raises(
         ValueError, match=r"regroup\.embedder\.processes=2 .* regroup\.embedder\.bf16=false"
     ):

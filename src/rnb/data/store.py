@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from rnb.caching import code_version
+from rnb.config import count
 
 __all__ = ["FORMAT_VERSION", "StoreSplit", "TokenStore", "check_chunk_size", "store_fingerprint"]
 
@@ -43,21 +44,16 @@ _ARRAYS = ("tokens", "offsets", "lab_from")
 
 
 def check_chunk_size(value: Any) -> int:
-    """``data.store_chunk_size`` as an int >= 1.
+    """``data.store_chunk_size`` as an int >= 1 (`rnb.config.count`).
 
     Raises:
         ValueError: ``value`` is not a whole number >= 1 (``0``, ``-5``, ``1.5``, ``"abc"``,
             a bool): a fraction is refused rather than truncated to another chunk size.
     """
-    number = value
-    if isinstance(value, float) and value.is_integer():
-        number = int(value)  # a command line's 2e4 arrives as a float
-    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 1:
-        raise ValueError(
-            f"data.store_chunk_size={value!r}: need a whole number >= 1 (examples per "
-            "resumable chunk of the token store build, default 20000)"
-        )
-    return int(number)
+    what = "examples per resumable chunk of the token store build, default 20000"
+    return count(
+        int(value) if isinstance(value, np.integer) else value, "data.store_chunk_size", what
+    )
 
 
 def store_fingerprint(*parts: object) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rnb.config import count
 from rnb.regroup.cache import fingerprint_config
 from rnb.regroup.embedders.kind import public_kind
 
@@ -81,16 +82,14 @@ class SentenceTransformerEmbedder:
         progress: bool = True,
         processes: int = 1,
     ) -> None:
-        if processes < 1:
-            raise ValueError(f"regroup.embedder.processes: need >= 1, got {processes}")
+        processes = count(processes, "regroup.embedder.processes", "embedding workers")
         if processes > 1 and bf16:
             raise ValueError(
                 f"regroup.embedder.processes={processes} encodes in sentence-transformers' "
                 "worker processes, which cannot run under bf16 autocast: set "
                 "regroup.embedder.bf16=false or regroup.embedder.processes=1"
             )
-        if batch_size < 1:
-            raise ValueError(f"regroup.embedder.batch_size: need >= 1, got {batch_size}")
+        batch_size = count(batch_size, "regroup.embedder.batch_size", "texts per batch")
         if max_seq_length is not None and max_seq_length < 1:
             raise ValueError(
                 f"regroup.embedder.max_seq_length: need >= 1 or null, got {max_seq_length}"
