@@ -97,6 +97,11 @@ def test_interrupted_build_resumes_to_an_identical_store(tmp_path: Path, tok) ->
     )
     assert counting.encoded == 2 * (len(PAIRS) - 14)  # sources + targets of the rest only
     clean = build_store(tmp_path / "b", "fp", lambda: iter(PAIRS), len(PAIRS), tok, 12, 7)
+    # a published store holds its arrays and meta.json only (no resume bookkeeping)
+    for root in (tmp_path / "a" / "fp", tmp_path / "b" / "fp"):
+        assert sorted(p.name for p in root.iterdir()) == [
+            "lab_from.npy", "meta.json", "offsets.npy", "tokens.npy",
+        ]  # fmt: skip
     a, b = _arrays(resumed), _arrays(clean)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])

@@ -180,5 +180,6 @@ def build_store(
         meta = {"n": n, "max_length": max_length, "pad_id": int(tokenizer.pad_token_id)}
         meta.update(fingerprint=fingerprint, format=FORMAT_VERSION, chunk_size=chunk_size)
         (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        size_file.unlink()  # resume bookkeeping: meta.json records the chunk size
         os.rename(partial, final)  # publish: only a complete store is ever opened
     return TokenStore(final)
