@@ -13,8 +13,13 @@ process:
 
 Each child prints its peak RSS (``ru_maxrss``), the RSS after the DataModule is built, the
 bytes of the DataModule's index arrays (domain labels, split rows, kept mask, domain codes,
-sampler's per-domain indices) and the model's parameter bytes. The goal (issue 13): the
-big run's peak over the baseline's stays within 2x of index arrays + model.
+sampler's per-domain indices) and the model's parameter bytes, and the RSS split into
+anonymous (``RssAnon``: heap, malloc arenas, torch's CPU tensors -- the real cost) and
+file-backed (``RssFile``: touched pages of the read-only token store and of shared
+libraries -- page cache the kernel can drop) after each phase (imports, DataModule, initial
+eval, first step, final eval, end) and at its peak (sampled every 50 ms), with the phase in
+which the anonymous peak happened. The goal (issue 13): the big run's peak over the
+baseline's stays within 2x of index arrays + model.
 
 Run (the machine is shared: be nice)::
 
