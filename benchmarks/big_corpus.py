@@ -191,6 +191,11 @@ def child(path: Path, out: Path, steps: int, eval_fraction: float) -> None:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             phase("first_step", "training")
 
+        def on_validation_start(self, trainer, pl_module):
+            # the final eval runs inside fit: name it, or its activations read as training's
+            if "first_step" in seen["phases"]:
+                sampler.current = "final_eval"
+
         def on_validation_end(self, trainer, pl_module):
             if "first_step" not in seen["phases"]:
                 phase("initial_eval", "first_step")
