@@ -13,8 +13,13 @@ process:
 
 Each child prints its peak RSS (``ru_maxrss``), the RSS after the DataModule is built, the
 bytes of the DataModule's index arrays (domain labels, split rows, kept mask, domain codes,
-sampler's per-domain indices) and the model's parameter bytes. The goal (issue 13): the
-big run's peak over the baseline's stays within 2x of index arrays + model.
+sampler's per-domain indices) and the model's parameter bytes, and the RSS split into
+anonymous (``RssAnon``: heap, malloc arenas, torch's CPU tensors -- the real cost) and
+file-backed (``RssFile``: touched pages of the read-only token store and of shared
+libraries -- page cache the kernel can drop) after each phase (imports, DataModule, initial
+eval, first step, final eval, end) and at its peak (sampled every 50 ms), with the phase in
+which the anonymous peak happened. The goal (issue 13): the big run's peak over the
+baseline's stays within 2x of index arrays + model.
 
 Run (the machine is shared: be nice)::
 
@@ -91,6 +96,58 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _rss_split_mib() -> dict[str, float]:
+    """Current RSS split as ``/proc/self/status`` reports it (Linux), in MiB: ``anon``
+    (heap, malloc arenas, torch's CPU tensors -- the real cost), ``file`` (touched pages of
+    memory-mapped or loaded files: the token store, shared libraries -- reclaimable page
+    cache) and ``shmem``. Empty where ``/proc`` is absent."""
+    keys = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        name, _, rest = line.partition("\t")
+        if name in keys:
+            out[keys[name]] = int(rest.split()[0]) / 1024  # kB
+    return out
+
+
+class _PeakSampler:
+    """Samples :func:`_rss_split_mib` every ``period`` seconds on a daemon thread and keeps
+    each component's peak (the kernel keeps only the total's peak, ``VmHWM``)."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        import threading
+
+        self.peak: dict[str, float] = {}
+        self.current = "start"  # the phase the run is in (set by the caller)
+        self.peak_phase = "start"  # the phase in which ``anon`` peaked
+        self._stop = threading.Event()
+        self._period = period
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> dict[str, float]:
+        now = _rss_split_mib()
+        if now.get("anon", 0.0) > self.peak.get("anon", 0.0):
+            self.peak_phase = self.current
+        for k, v in now.items():
+            self.peak[k] = max(self.peak.get(k, 0.0), v)
+        return now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            self.sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return self.peak
+
+
 def _index_bytes(dm) -> int:
     """Bytes of the DataModule's per-document index arrays (an array held twice counts once),
     plus the sampler's per-domain permutation cache (up to one permutation per domain)."""
@@ -110,10 +167,18 @@ def child(path: Path, out: Path, steps: int, eval_fraction: float) -> None:
     from rnb.config import compose
     from rnb.train import train
 
-    seen: dict = {}
+    seen: dict = {"phases": {}}
+    sampler = _PeakSampler()
+
+    def phase(name: str, after: str) -> None:
+        """Record RSS at the end of phase ``name`` (once); ``after`` names the next one."""
+        if name not in seen["phases"]:
+            seen["phases"][name] = sampler.sample()
+            sampler.current = after
 
     class Probe(L.Callback):
-        """Records RSS and the index arrays once the DataModule is built (fit setup)."""
+        """Records RSS and the index arrays once the DataModule is built (fit setup), and the
+        anonymous / file-backed RSS after each phase of the run."""
 
         def setup(self, trainer, pl_module, stage):
             if "datamodule_rss_mib" not in seen:
@@ -121,12 +186,34 @@ def child(path: Path, out: Path, steps: int, eval_fraction: float) -> None:
                 seen["datamodule_rss_mib"] = _rss_mib()
                 seen["index_bytes"] = _index_bytes(trainer.datamodule)
                 seen["docs"] = len(trainer.datamodule.corpus().train_scan.kept)
+                phase("datamodule", "initial_eval")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            phase("first_step", "training")
+
+        def on_validation_start(self, trainer, pl_module):
+            # the final eval runs inside fit: name it, or its activations read as training's
+            if "first_step" in seen["phases"]:
+                sampler.current = "final_eval"
+
+        def on_validation_end(self, trainer, pl_module):
+            if "first_step" not in seen["phases"]:
+                phase("initial_eval", "first_step")
+            else:
+                phase("final_eval", "teardown")
 
     import_rss = _rss_mib()
+    phase("imports", "datamodule")
     cfg = compose("train", _overrides(path, out, steps, eval_fraction))
     t0 = time.perf_counter()
     summary = train(cfg, callbacks=[Probe()])
+    phase("end", "end")
+    peak = sampler.stop()
     result = {
+        "peak_anon_phase": sampler.peak_phase,
+        "phases": seen["phases"],
+        "peak_anon_mib": peak.get("anon"),
+        "peak_file_mib": peak.get("file"),
         "docs": seen["docs"],
         "import_rss_mib": import_rss,
         "datamodule_rss_mib": seen["datamodule_rss_mib"],
@@ -187,6 +274,16 @@ def main() -> None:
             f"after DataModule {r['datamodule_rss_mib']:7.0f}  after imports "
             f"{r['import_rss_mib']:6.0f}  build {r['build_s']:6.1f} s  index arrays "
             f"{r['index_mib']:6.1f} MiB  model {r['model_mib']:5.2f} MiB  steps {r['steps']}",
+            flush=True,
+        )
+        print(
+            f"{'':8s} RssAnon / RssFile (MiB) "
+            + "  ".join(
+                f"{k} {v.get('anon', 0):.0f} / {v.get('file', 0):.0f}"
+                for k, v in r["phases"].items()
+            )
+            + f"  peak {r['peak_anon_mib'] or 0:.0f} / {r['peak_file_mib'] or 0:.0f}"
+            + f" (anon peaked in: {r.get('peak_anon_phase')})",
             flush=True,
         )
     base, grow = runs["baseline"], runs["big"]

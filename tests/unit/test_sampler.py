@@ -280,3 +280,18 @@ def test_weight_change_after_restore_keeps_changes_that_took_effect() -> None:
     r.load_state_dict(s.state_dict(consumed_batches=2))
     assert r.set_weights(w[5]) == 2  # drops the changes at 2, 3 and 4, keeps the one at 1
     assert r.state_dict()["schedule"] == [(0, w[0]), (1, w[1]), (2, w[5])]
+
+
+def test_members_and_permutation_cache_are_int32_with_the_same_batches() -> None:
+    """Per-example index arrays are int32 when they fit (the RSS a 2M-document corpus pays
+    per example); indices past int32 stay int64 and draw the same positions."""
+    small = MixtureBatchSampler(_domains(), batch_size=16, seed=5)
+    offset = 2**31
+    big = MixtureBatchSampler([d + offset for d in _domains()], batch_size=16, seed=5)
+    a, b = _draw(small, 40), _draw(big, 40)
+    assert [d.dtype for d in small.domains] == [np.int32] * len(SIZES)
+    assert {p.dtype for _, p in small._perm_cache.values()} == {np.dtype(np.int32)}
+    assert sum(d.nbytes for d in small.domains) == 4 * sum(SIZES)
+    assert [d.dtype for d in big.domains] == [np.int64] * len(SIZES)
+    np.testing.assert_array_equal(b, a + offset)
+    assert a.min() >= 0 and a.max() < sum(SIZES)
