@@ -45,7 +45,9 @@ most half the rows are selected, the backward hook only copies them into a row b
 the per-domain products run once per flush (`rowbuffer`); otherwise ``δ`` is used
 in place, one product per run of same-domain examples, since copying a large ``δ`` costs more
 than the products. Host syncs: one per flush (or per backward when unbuffered: the
-finiteness check), plus one per `set_batch` if the ids or the mask live on the GPU.
+finiteness check), plus one per `set_batch` if the ids or the mask live on the GPU (rnb's
+models hand it host copies made before the device transfer, so training declares batches
+without a sync).
 
 Fused (``balance.capture.fused``, exact mode): instead of hooks the head runs through
 `fused.FusedLinear`, whose backward computes each domain's ``δ_Rᵀ a_R`` once and returns

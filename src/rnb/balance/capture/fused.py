@@ -16,7 +16,10 @@ with that traffic (measured in ``benchmarks/capture_microbench.py``; see
 `rnb.balance.capture.sizes.resolve_fused`).
 
 Rows: with a row mask (``set_batch(row_mask=...)``) only the selected rows enter the
-products, so the weight gradient skips the masked rows too. That is exact because the mask's
+products, so the weight gradient skips the masked rows too. The fused capture plans them in
+the *spans* layout (`rows.plan_rows`): each run of selected same-domain rows is read in
+place, so ``δ`` is not copied (a gather of ``δ`` was the unmetered cost of the small end,
+measured in ``benchmarks/overhead.py``'s phases). That is exact because the mask's
 contract is that those rows' ``δ`` is zero (an LM's positions whose next label is ignored);
 a mask marking a row with non-zero ``δ`` would change training here, not just the estimate.
 Exact mode only, and without ``rows_per_example`` (a subsample is not the weight gradient).
