@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -31,15 +32,26 @@ def test_split_adds_up_to_the_resident_set() -> None:
 
 def test_peak_sampler_sees_a_transient_anonymous_allocation_and_its_phase() -> None:
     bench = load_benchmark("big_corpus")
-    sampler = bench._PeakSampler(period=0.01)
-    before = sampler.sample()["anon"]
-    sampler.current = "spike"
-    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page touched
-    time.sleep(0.1)
-    del block
-    sampler.current = "after"
-    time.sleep(0.05)
-    peak = sampler.stop()
+    # Earlier tests leave cyclic garbage (trainers, tensors): a collection triggered by the
+    # allocation below could free more than the block adds (CI saw anon not move at all).
+    gc.collect()
+    gc.disable()
+    try:
+        sampler = bench._PeakSampler(period=0.01)
+        before = sampler.sample()["anon"]
+        sampler.current = "spike"
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page touched
+        # Wait for the sampler's thread (not this one) to record the block: on a loaded
+        # machine it may not be scheduled within a fixed 0.1 s.
+        deadline = time.monotonic() + 10.0
+        while sampler.peak["anon"] < before + 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        del block
+        sampler.current = "after"
+        time.sleep(0.05)
+        peak = sampler.stop()
+    finally:
+        gc.enable()
     assert peak["anon"] >= before + 60
     assert sampler.peak_phase == "spike"
     assert sampler.sample()["anon"] < peak["anon"] - 60  # freed: the peak was transient
