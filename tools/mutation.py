@@ -90,7 +90,11 @@ MODULES: dict[str, Module] = {
     ),
     "services": Module(
         ("src/rnb/balance/services/evaluator.py", "src/rnb/balance/services/reference.py"),
-        ("tests/unit/test_probe_evaluator.py", "tests/unit/test_reference_service.py"),
+        (
+            "tests/unit/test_probe_evaluator.py",
+            "tests/unit/test_reference_service.py",
+            "tests/integration/test_probe_evaluator_run.py",
+        ),
     ),
     "detours": Module(
         (
@@ -124,6 +128,8 @@ MODULES: dict[str, Module] = {
             "tests/integration/test_divergence.py::test_off_simplex_update_fails_the_run_naming_the_strategy",
             "tests/integration/test_domain_accounting.py::test_loss_weights_reach_the_model_and_the_sampler_keeps_its_own",
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
+            # a real trainer reaches the evaluator service; the round index, draws and tokens
+            "tests/integration/test_probe_evaluator_run.py",
             # a kill + resume mid-round: pins state_dict / load_state_dict
             "tests/integration/test_rnb_train.py::test_rnb_resume_mid_round_is_exact",
             "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",

@@ -1,5 +1,6 @@
 """``ProbeEvaluator`` inside a real run: with the whole eval split as the probe, each round's
-``eval_loss`` equals the run's own validation losses per domain at that step."""
+``eval_loss`` equals the run's own validation losses per domain at that step; the round's
+index, draws and target tokens reach the strategy."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ class EvalLossRecorder(MixingStrategy):
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
         extra = stats.extra
         EvalLossRecorder.seen.append(
-            {"step": stats.step, "loss": extra["eval_loss"].numpy(), "n": extra["eval_counts"]}
+            {
+                "step": stats.step,
+                "round": stats.round,
+                "loss": extra["eval_loss"].numpy(),
+                "n": extra["eval_counts"],
+                "tokens": stats.tokens.numpy().copy(),
+                "counts": stats.counts.numpy().copy(),
+            }
         )
         return weights
 
@@ -41,6 +49,18 @@ def test_probe_losses_equal_validation_losses(tmp_path: Path) -> None:
     ]
     s = train(compose("train", over))
     assert [r["step"] for r in EvalLossRecorder.seen] == [6, 12]
+    assert [r["round"] for r in EvalLossRecorder.seen] == [0, 1]
+    # the rounds' draws and target tokens (the run ends on a round boundary: no tail)
+    names = s["domains"]
+    np.testing.assert_array_equal(
+        sum(r["tokens"] for r in EvalLossRecorder.seen),
+        [s["tokens_per_domain"][n] for n in names],
+    )
+    np.testing.assert_array_equal(
+        sum(r["counts"] for r in EvalLossRecorder.seen),
+        [s["examples_per_domain"][n] for n in names],
+    )
+    assert all(r["counts"].sum() == 6 * 8 for r in EvalLossRecorder.seen)  # K x batch size
     last = EvalLossRecorder.seen[-1]
     assert int(last["n"].sum()) == 160  # data.synthetic.n_eval: every eval example, once
     val = s["eval_loss_per_domain"]  # validation at step 12 (same weights, same examples)
