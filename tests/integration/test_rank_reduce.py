@@ -5,7 +5,11 @@ testing cannot see. Here `TwoIdenticalRanks` reports a world of 2 and sums a ten
 ranks" by doubling it (rank 1 is rank 0's copy), so a real R&B run must show every sum the
 callback owes: the round statistics and the end-of-run tail (draws and tokens doubled), the
 Gram accumulators and their counts (one SUM each per round, on the right shapes), and one
-rank-agreement check per round.
+rank-agreement check per round. Runs of strategies that use signal services (recording
+subclasses given through ``strategy._target_``) show each service's sums: DoReMi's reference
+sums (tokens doubled, as the callback's), DGA's gradient probe (rows summed then halved: one
+rank's brute-force gradient) and Skill-It's probe evaluation (rank 0's half of the probe,
+counts doubled, losses its brute-force mean).
 """
 
 from __future__ import annotations
