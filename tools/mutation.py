@@ -86,6 +86,8 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_gradient_probe.py",
             "tests/integration/test_grad_strategies.py",
+            # rows summed over two in-process ranks, divided by 2: one rank's brute-force grad
+            "tests/integration/test_rank_reduce.py::test_gradient_probe_rows_are_averaged_over_ranks",
         ),
     ),
     "services": Module(
@@ -94,6 +96,11 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_probe_evaluator.py",
             "tests/unit/test_reference_service.py",
             "tests/integration/test_probe_evaluator_run.py",
+            # a real Skill-It run: each round's eval_loss against a brute-force evaluation
+            "tests/integration/test_skillit_train.py",
+            # the sums over two in-process ranks (per round, and a checkpoint's mid-round sums)
+            "tests/integration/test_rank_reduce.py::test_reference_sums_are_summed_over_ranks",
+            "tests/integration/test_rank_reduce.py::test_eval_probe_sums_are_summed_over_ranks",
         ),
     ),
     "detours": Module(
@@ -118,7 +125,9 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_rank_check.py",  # the DDP check, in-process
             "tests/unit/test_callback_detours_done.py",
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
-            "tests/integration/test_rank_reduce.py",
+            "tests/integration/test_rank_reduce.py",  # + the services' sums (DoReMi, DGA, Skill-It)
+            # a real Skill-It run: the eval_loss service reached with the trainer, pinned
+            "tests/integration/test_skillit_train.py",
             "tests/integration/test_host_batch.py",  # teardown detaches the capture
             # strategies that read the round's other statistics (lr, loss sums, tokens)
             "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",

@@ -46,7 +46,7 @@ TRAINER = SimpleNamespace(world_size=1, global_step=7)
 
 
 def test_accepted_mixture_is_adopted_applied_and_recorded() -> None:
-    cb = _callback([0.5, 0.5])
+    cb = _callback(np.array([0.5, 0.5], dtype=np.float32))  # adopted as float64
     cb.trajectory = [{"step": 3}, {"step": 7}]
     BalanceCallback._detours_done(cb, TRAINER, "module")
     assert cb.trajectory == [{"step": 3}]  # the replaced mixture trained no step at 7
