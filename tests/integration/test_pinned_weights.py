@@ -72,12 +72,16 @@ def test_rnb_round_weights_follow_the_formula(
     assert [f.name for f in files] == ["round_0000.npy", "round_0001.npy", "round_0002.npy"]
     assert [t["step"] for t in traj] == [0, 4, 8, 12]
     np.testing.assert_allclose(traj[0]["weights"], np.full(6, 1 / 6))
+    assert len(summary["gq_norms"]) == len(files)
     moved = 0.0
     for t, f in enumerate(files):
         G = np.load(f)
         assert G.shape == (6, 6)
         expected = formula(G, q, lam, form)
         np.testing.assert_allclose(traj[t + 1]["weights"], expected, rtol=1e-6, atol=1e-9)
+        qn = q / q.sum()
+        gq_norm = sum(sum(G[i][j] * qn[j] for j in range(6)) ** 2 for i in range(6)) ** 0.5
+        assert summary["gq_norms"][t] == pytest.approx(gq_norm, rel=1e-6)
         moved = max(moved, float(np.abs(expected - 1 / 6).max()))
     assert moved > 0.02  # the check is not vacuous: the rounds really moved the mixture
     np.testing.assert_allclose(summary["final_weights"], traj[-1]["weights"])

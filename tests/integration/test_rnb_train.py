@@ -40,6 +40,8 @@ def test_rnb_run(tmp_path: Path, tiny_overrides: list[str], mode: str) -> None:
     assert rows["step"].tolist() == [4, 8, 12]
     cols = [f"balance/weight/{d}" for d in summary["domains"]]
     np.testing.assert_allclose(rows[cols].to_numpy(), traj[1:], rtol=1e-6)
+    np.testing.assert_allclose(rows["balance/gq_norm"], summary["gq_norms"], rtol=1e-6)
+    assert all(x > 0 for x in summary["gq_norms"])
 
 
 def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]) -> None:
@@ -56,6 +58,8 @@ def test_rnb_resume_mid_round_is_exact(tmp_path: Path, tiny_overrides: list[str]
     a = np.array([t["weights"] for t in full["weights_trajectory"]])
     b = np.array([t["weights"] for t in resumed["weights_trajectory"]])
     np.testing.assert_allclose(a, b, atol=1e-9)
+    assert len(full["gq_norms"]) == 4  # one per round, the rounds before the crash restored
+    np.testing.assert_allclose(resumed["gq_norms"], full["gq_norms"], rtol=1e-9)
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-5)
     # the per-domain ledger (mid-round draws included) survives the crash exactly
     for key in ("tokens_per_domain", "examples_per_domain", "average_weights", "starved_domains"):

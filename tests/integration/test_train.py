@@ -39,6 +39,7 @@ def test_train_writes_summary_and_learns(tmp_path: Path, tiny_overrides: list[st
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert set(on_disk) >= SUMMARY_KEYS
     assert on_disk["steps"] == 24
+    assert on_disk["gq_norms"] == []  # R&B's ‖Gq‖ per round; stratified has none
     assert math.isfinite(summary["eval_loss"])
     assert summary["eval_loss"] < summary["eval_loss_initial"] - 0.5
     # val/loss is the q-weighted average of the per-domain losses

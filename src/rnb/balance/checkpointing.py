@@ -116,6 +116,8 @@ class BalanceState:
             ),
             "rounds": self.round,
             "gram_rounds": self.gram_paths,
+            # R&B: ``‖G q‖₂`` of each round's update (method.md §Stage 2); [] for other strategies
+            "gq_norms": [float(x) for x in self.gq_norms],
             "skipped_nonfinite": self.stats.skipped_nonfinite
             + (self.gram_signal.skipped_nonfinite if self.gram_signal is not None else 0),
             "balance_memory_bytes": self.gram_signal.memory_bytes()
