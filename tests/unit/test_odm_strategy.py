@@ -143,6 +143,40 @@ def test_state_round_trip_continues_identically() -> None:
     np.testing.assert_array_equal(wa, wb)
 
 
+def _reloaded(state: dict) -> ODM:
+    """A fresh ODM that loaded ``state`` after a trip through ``torch.save`` (a checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    b = _odm(reward="smoothed")
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    return b
+
+
+def test_resume_restores_the_counters_summary_json_reports() -> None:
+    a = _odm(reward="smoothed")  # exp(1000) and exp(inf) overflow: two skipped rewards
+    w = a.update(_stats(1, [1, 1, 1], [1000.0, 1.0, 2.0]), np.full(3, 1 / 3))
+    w = a.update(_stats(2, [1, 0, 1], [1.0, 0.0, math.inf]), w)
+    assert (a.skipped_rewards, a.updates) == (2, 2)
+    b = _reloaded(a.state_dict())
+    assert (b.skipped_rewards, b.updates) == (2, 2)
+    assert b.describe() == a.describe()  # the strategy record of summary.json
+    nxt = _stats(3, [1, 1, 0], [0.5, 1.5, 0.0])
+    np.testing.assert_array_equal(b.update(nxt, w), a.update(nxt, w))
+    assert (b.skipped_rewards, b.updates) == (2, 3)
+
+
+def test_state_without_counters_loads_them_as_zero() -> None:
+    a = _odm(reward="smoothed")
+    w = a.update(_stats(1, [1, 1, 1], [1000.0, 1.0, 2.0]), np.full(3, 1 / 3))
+    state = {k: v for k, v in a.state_dict().items() if k not in ("skipped_rewards", "updates")}
+    b = _reloaded(state)  # a checkpoint that did not record the counters
+    assert (b.skipped_rewards, b.updates) == (0, 0)
+    nxt = _stats(2, [1, 1, 1], [0.5, 1.5, 1.0])
+    np.testing.assert_array_equal(b.update(nxt, w), a.update(nxt, w))  # same mixture
+    assert (b.skipped_rewards, b.updates) == (0, 1)
+
+
 def test_exp3_mixture_does_not_overflow() -> None:
     p = exp3_mixture(np.array([1e6, 0.0]), 0.5, 0.1)
     np.testing.assert_allclose(p, [0.9, 0.1])
