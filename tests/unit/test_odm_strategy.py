@@ -73,6 +73,21 @@ def test_importance_by_inclusion_probability() -> None:
     np.testing.assert_allclose(p, _mix(r, 1 / 3, exploration(3, 40)), rtol=1e-12)
 
 
+def test_importance_estimates_accumulate_over_updates() -> None:
+    s = _odm(reward="importance", importance="inclusion")
+    w0 = np.array([0.5, 0.25, 0.25])
+    # one example in the round: the inclusion probability of d0 is π_0 itself
+    p1 = s.update(_stats(5, [1, 0, 0], [2.0, 0.0, 0.0]), w0)
+    r = [2.0 / 10 / 0.5, 0.0, 0.0]
+    np.testing.assert_allclose(p1, _mix(r, 1 / 3, exploration(3, 5)), rtol=1e-12)
+    # d0 drawn again (2 of 3 examples): its estimate adds the new reward to the old one
+    p2 = s.update(_stats(6, [2, 1, 0], [3.0, 0.5, 0.0]), p1)
+    r[0] += 1.5 / 10 / (1 - (1 - p1[0]) ** 3)
+    r[1] += 0.5 / 10 / (1 - (1 - p1[1]) ** 3)
+    np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), r, rtol=1e-12)
+    np.testing.assert_allclose(p2, _mix(r, exploration(3, 5), exploration(3, 6)), rtol=1e-12)
+
+
 @pytest.mark.parametrize(("smoothed_of", "f"), [("exp_loss", math.exp), ("loss", lambda x: x)])
 def test_smoothed_form(smoothed_of: str, f) -> None:
     s = _odm(reward="smoothed", smoothing=0.9, smoothed_of=smoothed_of)

@@ -61,7 +61,10 @@ def test_budget_beyond_every_cap_follows_the_caps(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="rnb.balance.strategies.unimax"):
         s = _unimax([10, 20, 30], ctx_budget=1000, unit="examples")
     np.testing.assert_allclose(s.initial_weights(), np.array([10, 20, 30]) / 60)
-    assert "exceeds 1 epochs of every domain" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "strategy=unimax: the budget (1000 examples) exceeds 1 epochs of every domain; "
+        "p follows the caps and domains repeat more than strategy.max_epochs=1 times"
+    ]
     assert s.capped == ["d0", "d1", "d2"]
 
 
@@ -157,3 +160,17 @@ def test_summary_record_of_a_run_that_failed_in_setup() -> None:
         "name": "UniMax", "max_epochs": 1.0, "unit": "examples", "budget": None,
         "allocation": [], "capped": [],
     }  # fmt: skip
+
+
+def test_allocation_of_integer_sizes_without_cost() -> None:
+    # sizes as counts (ints) and the default cost 1: a third of the budget each, not rounded
+    np.testing.assert_allclose(unimax_allocation([10, 20, 30], 10, 1.0), [10 / 3] * 3)
+    np.testing.assert_allclose(unimax_allocation([1, 20, 30], 10, 2.0), [2, 4, 4])
+
+
+def test_allocation_just_below_the_cap_is_not_capped(caplog: pytest.LogCaptureFixture) -> None:
+    # 199999 examples over two domains of 100000: 99999.5 each, 5e-6 below the cap
+    with caplog.at_level(logging.WARNING, logger="rnb.balance.strategies.unimax"):
+        s = _unimax([100000, 100000], ctx_budget=199999, unit="examples")
+    assert s.capped == [] and s.allocation == [99999.5, 99999.5]
+    assert caplog.records == []
