@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -133,7 +134,9 @@ def test_one_domain_and_nothing_drawn() -> None:
 
 def test_nonfinite_reward_is_skipped_and_counted() -> None:
     s = _odm(reward="smoothed", smoothed_of="exp_loss")  # exp(1000) overflows
-    p = s.update(_stats(20, [1, 1, 1], [1000.0, 1.0, math.inf]), np.full(3, 1 / 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a documented, counted skip: no RuntimeWarning
+        p = s.update(_stats(20, [1, 1, 1], [1000.0, 1.0, math.inf]), np.full(3, 1 / 3))
     assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0)
     assert s.skipped_rewards == 2
     np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), [0.0, 0.1 * math.e, 0.0])
@@ -190,6 +193,24 @@ def test_state_without_counters_loads_them_as_zero() -> None:
     nxt = _stats(2, [1, 1, 1], [0.5, 1.5, 1.0])
     np.testing.assert_array_equal(b.update(nxt, w), a.update(nxt, w))  # same mixture
     assert (b.skipped_rewards, b.updates) == (0, 1)
+
+
+def test_starts_uniform_and_accepts_the_largest_floor() -> None:
+    s = _odm(m=4, floor=0.25)  # floor = 1/m: every domain at 1/4, allowed
+    np.testing.assert_array_equal(s.initial_weights(), np.full(4, 0.25))
+    p = s.update(_stats(3, [1, 1, 1, 1], [9.0, 1.0, 1.0, 1.0]), s.initial_weights())
+    np.testing.assert_allclose(p, np.full(4, 0.25), rtol=1e-12)
+
+
+def test_first_update_at_step_one_explores_fully() -> None:
+    # two domains: ε_1 = min(1/2, sqrt(ln 2 / 2)) = 1/2, so π is uniform whatever R̂ says;
+    # the next update (t = 2) uses ε_prev = 1/2 and ε_2 = sqrt(ln 2 / 4) < 1/2
+    s = _odm(m=2, reward="importance")
+    p1 = s.update(_stats(1, [1, 1], [5.0, 1.0]), np.full(2, 0.5))
+    np.testing.assert_allclose(p1, [0.5, 0.5], rtol=1e-12)
+    p2 = s.update(_stats(2, [0, 0], [0.0, 0.0]), p1)
+    eps2 = math.sqrt(math.log(2) / 4)
+    np.testing.assert_allclose(p2, _mix([1.0, 0.2], 0.5, eps2), rtol=1e-12)
 
 
 def test_exp3_mixture_does_not_overflow() -> None:
