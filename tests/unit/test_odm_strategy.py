@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 
 import numpy as np
@@ -211,6 +212,19 @@ def test_first_update_at_step_one_explores_fully() -> None:
     p2 = s.update(_stats(2, [0, 0], [0.0, 0.0]), p1)
     eps2 = math.sqrt(math.log(2) / 4)
     np.testing.assert_allclose(p2, _mix([1.0, 0.2], 0.5, eps2), rtol=1e-12)
+
+
+def test_scale_below_one_is_a_valid_divisor() -> None:
+    s = _odm(reward="importance", scale=0.5)
+    s.update(_stats(9, [1, 0, 0], [2.0, 0.0, 0.0]), np.full(3, 1 / 3))
+    np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), [2.0 / 0.5 * 3, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0, 1.5])
+def test_floor_outside_the_unit_interval_fails_at_construction(floor: float) -> None:
+    msg = f"strategy.floor must be in [0, 1), got {floor}"
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        ODM(floor=floor)
 
 
 def test_exp3_mixture_does_not_overflow() -> None:
