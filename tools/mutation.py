@@ -78,6 +78,8 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/unit/test_static_transfer.py",
+            "tests/unit/test_static_average.py",
+            "tests/unit/test_strategy_configs.py",  # YAML values = constructor defaults
             _PINNED,
         ),
     ),

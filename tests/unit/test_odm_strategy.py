@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -73,6 +75,21 @@ def test_importance_by_inclusion_probability() -> None:
     np.testing.assert_allclose(p, _mix(r, 1 / 3, exploration(3, 40)), rtol=1e-12)
 
 
+def test_importance_estimates_accumulate_over_updates() -> None:
+    s = _odm(reward="importance", importance="inclusion")
+    w0 = np.array([0.5, 0.25, 0.25])
+    # one example in the round: the inclusion probability of d0 is π_0 itself
+    p1 = s.update(_stats(5, [1, 0, 0], [2.0, 0.0, 0.0]), w0)
+    r = [2.0 / 10 / 0.5, 0.0, 0.0]
+    np.testing.assert_allclose(p1, _mix(r, 1 / 3, exploration(3, 5)), rtol=1e-12)
+    # d0 drawn again (2 of 3 examples): its estimate adds the new reward to the old one
+    p2 = s.update(_stats(6, [2, 1, 0], [3.0, 0.5, 0.0]), p1)
+    r[0] += 1.5 / 10 / (1 - (1 - p1[0]) ** 3)
+    r[1] += 0.5 / 10 / (1 - (1 - p1[1]) ** 3)
+    np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), r, rtol=1e-12)
+    np.testing.assert_allclose(p2, _mix(r, exploration(3, 5), exploration(3, 6)), rtol=1e-12)
+
+
 @pytest.mark.parametrize(("smoothed_of", "f"), [("exp_loss", math.exp), ("loss", lambda x: x)])
 def test_smoothed_form(smoothed_of: str, f) -> None:
     s = _odm(reward="smoothed", smoothing=0.9, smoothed_of=smoothed_of)
@@ -118,7 +135,9 @@ def test_one_domain_and_nothing_drawn() -> None:
 
 def test_nonfinite_reward_is_skipped_and_counted() -> None:
     s = _odm(reward="smoothed", smoothed_of="exp_loss")  # exp(1000) overflows
-    p = s.update(_stats(20, [1, 1, 1], [1000.0, 1.0, math.inf]), np.full(3, 1 / 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a documented, counted skip: no RuntimeWarning
+        p = s.update(_stats(20, [1, 1, 1], [1000.0, 1.0, math.inf]), np.full(3, 1 / 3))
     assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0)
     assert s.skipped_rewards == 2
     np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), [0.0, 0.1 * math.e, 0.0])
@@ -141,6 +160,71 @@ def test_state_round_trip_continues_identically() -> None:
         wa = a.update(_stats(step, list(c), list(ls * c)), wa)
         wb = b.update(_stats(step, list(c), list(ls * c)), wb)
     np.testing.assert_array_equal(wa, wb)
+
+
+def _reloaded(state: dict) -> ODM:
+    """A fresh ODM that loaded ``state`` after a trip through ``torch.save`` (a checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    b = _odm(reward="smoothed")
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    return b
+
+
+def test_resume_restores_the_counters_summary_json_reports() -> None:
+    a = _odm(reward="smoothed")  # exp(1000) and exp(inf) overflow: two skipped rewards
+    w = a.update(_stats(1, [1, 1, 1], [1000.0, 1.0, 2.0]), np.full(3, 1 / 3))
+    w = a.update(_stats(2, [1, 0, 1], [1.0, 0.0, math.inf]), w)
+    assert (a.skipped_rewards, a.updates) == (2, 2)
+    b = _reloaded(a.state_dict())
+    assert (b.skipped_rewards, b.updates) == (2, 2)
+    assert b.describe() == a.describe()  # the strategy record of summary.json
+    nxt = _stats(3, [1, 1, 0], [0.5, 1.5, 0.0])
+    np.testing.assert_array_equal(b.update(nxt, w), a.update(nxt, w))
+    assert (b.skipped_rewards, b.updates) == (2, 3)
+
+
+def test_state_without_counters_loads_them_as_zero() -> None:
+    a = _odm(reward="smoothed")
+    w = a.update(_stats(1, [1, 1, 1], [1000.0, 1.0, 2.0]), np.full(3, 1 / 3))
+    state = {k: v for k, v in a.state_dict().items() if k not in ("skipped_rewards", "updates")}
+    b = _reloaded(state)  # a checkpoint that did not record the counters
+    assert (b.skipped_rewards, b.updates) == (0, 0)
+    nxt = _stats(2, [1, 1, 1], [0.5, 1.5, 1.0])
+    np.testing.assert_array_equal(b.update(nxt, w), a.update(nxt, w))  # same mixture
+    assert (b.skipped_rewards, b.updates) == (0, 1)
+
+
+def test_starts_uniform_and_accepts_the_largest_floor() -> None:
+    s = _odm(m=4, floor=0.25)  # floor = 1/m: every domain at 1/4, allowed
+    np.testing.assert_array_equal(s.initial_weights(), np.full(4, 0.25))
+    p = s.update(_stats(3, [1, 1, 1, 1], [9.0, 1.0, 1.0, 1.0]), s.initial_weights())
+    np.testing.assert_allclose(p, np.full(4, 0.25), rtol=1e-12)
+
+
+def test_first_update_at_step_one_explores_fully() -> None:
+    # two domains: ε_1 = min(1/2, sqrt(ln 2 / 2)) = 1/2, so π is uniform whatever R̂ says;
+    # the next update (t = 2) uses ε_prev = 1/2 and ε_2 = sqrt(ln 2 / 4) < 1/2
+    s = _odm(m=2, reward="importance")
+    p1 = s.update(_stats(1, [1, 1], [5.0, 1.0]), np.full(2, 0.5))
+    np.testing.assert_allclose(p1, [0.5, 0.5], rtol=1e-12)
+    p2 = s.update(_stats(2, [0, 0], [0.0, 0.0]), p1)
+    eps2 = math.sqrt(math.log(2) / 4)
+    np.testing.assert_allclose(p2, _mix([1.0, 0.2], 0.5, eps2), rtol=1e-12)
+
+
+def test_scale_below_one_is_a_valid_divisor() -> None:
+    s = _odm(reward="importance", scale=0.5)
+    s.update(_stats(9, [1, 0, 0], [2.0, 0.0, 0.0]), np.full(3, 1 / 3))
+    np.testing.assert_allclose(s.state_dict()["estimate"].numpy(), [2.0 / 0.5 * 3, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0, 1.5])
+def test_floor_outside_the_unit_interval_fails_at_construction(floor: float) -> None:
+    msg = f"strategy.floor must be in [0, 1), got {floor}"
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        ODM(floor=floor)
 
 
 def test_exp3_mixture_does_not_overflow() -> None:

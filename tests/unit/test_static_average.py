@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rnb.balance.strategies.base import MixtureContext
 from rnb.balance.strategies.static import Static
@@ -46,3 +48,20 @@ def test_final_weights_ignore_average_weights(tmp_path: Path) -> None:
     s.setup(CTX)
     np.testing.assert_allclose(s.initial_weights(), [0, 0, 1])
     assert "average" not in s.describe()["transfer"]
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_damaged_average_weights_name_the_file_and_the_field(tmp_path: Path, average: bool) -> None:
+    """``average_weights`` of the wrong length is refused whichever weights are chosen."""
+    path = tmp_path / "summary.json"
+    summary = {"domains": ["a", "b", "c"], "weights_trajectory": TRAJ, "average_weights": [1, 0]}
+    path.write_text(json.dumps(summary))
+    msg = (
+        f"strategy.from_summary='{path}': average_weights has 2 weights for 3 domains "
+        "['a', 'b', 'c']: the file is damaged or was edited; point strategy.from_summary at a "
+        "summary.json written by rnb-train"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        s = Static(from_summary=str(path), average=average)
+        s.setup(CTX)
+        s.initial_weights()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -60,7 +61,10 @@ def test_budget_beyond_every_cap_follows_the_caps(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="rnb.balance.strategies.unimax"):
         s = _unimax([10, 20, 30], ctx_budget=1000, unit="examples")
     np.testing.assert_allclose(s.initial_weights(), np.array([10, 20, 30]) / 60)
-    assert "exceeds 1 epochs of every domain" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "strategy=unimax: the budget (1000 examples) exceeds 1 epochs of every domain; "
+        "p follows the caps and domains repeat more than strategy.max_epochs=1 times"
+    ]
     assert s.capped == ["d0", "d1", "d2"]
 
 
@@ -116,3 +120,57 @@ def test_errors_name_the_key() -> None:
         UniMax(unit="chars")
     with pytest.raises(ValueError, match=r"strategy\.budget"):
         UniMax(budget=0)
+
+
+def test_smallest_positive_sizes_and_budget_are_accepted() -> None:
+    # one example in d0 (capped at N=2 epochs), a budget of a single example
+    s = _unimax([1, 30], ctx_budget=10, unit="examples", max_epochs=2)
+    np.testing.assert_allclose(s.initial_weights(), [0.2, 0.8])  # allocations 2 and 8
+    assert s.capped == ["d0"]
+    one = _unimax([10, 20], unit="examples", budget=1)
+    assert one.budget == 1 and one.allocation == pytest.approx([0.5, 0.5])
+    # one loss-bearing token in d0: its cap is 1 token = 1 example; d1 (2 tokens per
+    # example) buys the other 3 examples = 6 tokens
+    tok = _unimax([1, 5], tokens=[1, 10], ctx_budget=4, unit="tokens")
+    np.testing.assert_allclose(tok.initial_weights(), [0.25, 0.75])
+    assert tok.allocation == pytest.approx([1, 6]) and tok.capped == ["d0"]
+
+
+def test_empty_domain_is_refused_by_name() -> None:
+    msg = "strategy=unimax: domains without training examples: ['d1']"
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        _unimax([1, 0, 30], ctx_budget=10, unit="examples")
+
+
+def test_domain_without_tokens_is_refused_naming_the_key() -> None:
+    msg = (
+        "strategy.unit=tokens needs loss-bearing token counts per domain, which this "
+        "DataModule does not give (or a domain has none): set strategy.unit=examples"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        _unimax([5, 5], tokens=[10, 0], ctx_budget=4, unit="tokens")
+
+
+def test_summary_record_of_a_run_that_failed_in_setup() -> None:
+    # train.py writes describe() into summary.json even when setup raised (no budget here)
+    s = UniMax(unit="examples")
+    with pytest.raises(ValueError, match="trainer.max_steps"):
+        s.setup(MixtureContext(["a", "b"], np.array([3, 4]), np.full(2, 0.5)))
+    assert s.describe() == {
+        "name": "UniMax", "max_epochs": 1.0, "unit": "examples", "budget": None,
+        "allocation": [], "capped": [],
+    }  # fmt: skip
+
+
+def test_allocation_of_integer_sizes_without_cost() -> None:
+    # sizes as counts (ints) and the default cost 1: a third of the budget each, not rounded
+    np.testing.assert_allclose(unimax_allocation([10, 20, 30], 10, 1.0), [10 / 3] * 3)
+    np.testing.assert_allclose(unimax_allocation([1, 20, 30], 10, 2.0), [2, 4, 4])
+
+
+def test_allocation_just_below_the_cap_is_not_capped(caplog: pytest.LogCaptureFixture) -> None:
+    # 199999 examples over two domains of 100000: 99999.5 each, 5e-6 below the cap
+    with caplog.at_level(logging.WARNING, logger="rnb.balance.strategies.unimax"):
+        s = _unimax([100000, 100000], ctx_budget=199999, unit="examples")
+    assert s.capped == [] and s.allocation == [99999.5, 99999.5]
+    assert caplog.records == []
