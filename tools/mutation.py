@@ -78,6 +78,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/unit/test_static_transfer.py",
+            "tests/unit/test_strategy_state.py",
             _PINNED,
         ),
     ),
