@@ -175,3 +175,22 @@ def test_binary_graph_off_diagonal_ones(tmp_path: Path) -> None:
 def test_bad_keys_name_themselves(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         SkillIt(**kwargs)
+
+
+def test_describe_reports_the_skills_graph(tmp_path: Path) -> None:
+    s = SkillIt(graph="estimate", graph_steps=3, eta=0.5, save_graph=False)
+    s.setup(_ctx(tmp_path))
+    d = s.describe()
+    assert (d["name"], d["graph"], d["eta"], d["window"], d["skills_graph"]) == (
+        "SkillIt",
+        "estimate",
+        0.5,
+        3,
+        None,  # not estimated yet
+    )
+    start = [2.0, 4.0, 1.0]
+    s.detours_done([_result(i, start, start) for i in range(3)], np.full(3, 1 / 3))
+    assert s.describe()["skills_graph"] == np.zeros((3, 3)).tolist()  # no drop: A = 0
+    t = SkillIt(graph="identity")
+    t.setup(_ctx())
+    assert t.describe()["skills_graph"] == np.eye(3).tolist()
