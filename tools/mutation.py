@@ -79,6 +79,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_aioli.py",
             "tests/unit/test_static_transfer.py",
             "tests/unit/test_strategy_state.py",
+            "tests/unit/test_strategy_defaults.py",
             _PINNED,
         ),
     ),
