@@ -94,7 +94,9 @@ def test_absent_domain_keeps_its_weight() -> None:
 @pytest.mark.parametrize("strat", [DoGE(target="eval"), DoGE(target="train"), DGA()])
 def test_zero_gradients_keep_the_mixture(strat: Any) -> None:
     w0 = np.array([0.1, 0.6, 0.3])
-    new = strat.update(_stats(grads=np.zeros((3, 2)), target=[0.0, 0.0]), w0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 5/0 while clipping zero-norm gradients
+        new = strat.update(_stats(grads=np.zeros((3, 2)), target=[0.0, 0.0]), w0)
     np.testing.assert_allclose(new, w0, atol=1e-12)
 
 
@@ -215,3 +217,14 @@ def test_dga_ema_renormalises_weights_off_the_simplex_by_rounding() -> None:
     new = DGA(eta=0.1, lr_scaled=False, ema=0.75).update(_stats(), w0)
     mixed = 0.75 * w0 + 0.25 * _softmax_update(w0, 0.1 * align)
     np.testing.assert_allclose(new, mixed / mixed.sum(), rtol=1e-12)
+
+
+def test_doge_update_clips_the_target_and_uses_eps() -> None:
+    """t = (0, 20) is clipped to norm 5 (factor 1/4): <g_i~, t~> = (80, 160/2, 20)/4; the mean
+    clipped norm is 11/3, plus ``eps`` = 0.5."""
+    s = 0.1 * np.array([20.0, 20.0, 5.0]) / (11 / 3 + 0.5)
+    strat = DoGE(target="eval", mu=1.0, eps=0.5, score_clip=(0.0, 100.0))
+    w0 = np.array([0.5, 0.3, 0.2])
+    new = strat.update(_stats(target=[0.0, 20.0]), w0)
+    np.testing.assert_allclose(strat.last_scores, s, rtol=1e-6)
+    np.testing.assert_allclose(new, _softmax_update(w0, s), rtol=1e-6)
