@@ -125,8 +125,11 @@ def test_no_domain_with_tokens_changes_nothing() -> None:
 @pytest.mark.parametrize("bad", [NAN, float("inf")])
 def test_non_finite_excess_loss_is_a_clear_error(bad: float) -> None:
     s = _strategy(smoothing=0.0, reference="/runs/ref")
-    with pytest.raises(ValueError, match=r"domains \['b'\].*strategy.reference=/runs/ref"):
+    with pytest.raises(ValueError, match=r"domains \['b'\].*strategy.reference=/runs/ref") as e:
         s.update(_stats([0.1, bad, 0.2]), W)
+    assert str(e.value).endswith(
+        "lower model.lr / set trainer.gradient_clip_val, or check the reference run"
+    )
 
 
 def test_zero_weight_stays_finite() -> None:
@@ -186,3 +189,19 @@ def test_state_round_trip() -> None:
     t.load_state_dict(s.state_dict())
     nxt = _stats([NAN, 0.2, NAN], tokens=[0, 1, 0])
     np.testing.assert_array_equal(s.update(nxt, W), t.update(nxt, W))
+
+
+def test_one_token_makes_a_domain_present() -> None:
+    new = _strategy(smoothing=0.0).update(_stats([0.5, 0.1, 0.0], tokens=[1, 0, 1]), W)
+    a = W * np.exp([0.5, 0.25, 0.0])  # `b` unseen: the mean of the present (.5 + 0)/2
+    np.testing.assert_allclose(new, a / a.sum(), rtol=1e-12)
+
+
+def test_round_without_tokens_after_some_were_seen() -> None:
+    """Seen domains keep their last score; never-seen ones score 0 (no present domain to
+    average)."""
+    s = _strategy(smoothing=0.0)
+    s.update(_stats([0.5, NAN, NAN], tokens=[2, 0, 0]), W)
+    new = s.update(_stats([NAN] * 3, tokens=[0, 0, 0]), W)
+    a = W * np.exp([0.5, 0.0, 0.0])
+    np.testing.assert_allclose(new, a / a.sum(), rtol=1e-12)
