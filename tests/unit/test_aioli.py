@@ -140,15 +140,23 @@ def test_restricted_prior(tmp_path: Path) -> None:
         ({"lp_steps": 0}, "strategy.lp_steps"),
         ({"round_steps": 0}, "strategy.round_steps"),
         ({"one_hot_factor": 0.0}, "strategy.one_hot_factor"),
+        ({"one_hot_factor": 1.5}, "strategy.one_hot_factor"),
         ({"eta": float("inf")}, "strategy.eta"),
         ({"ema": 1.0}, "strategy.ema"),
         ({"unmix": "lstsq"}, "strategy.unmix"),
-        ({"prior_steps": 5}, "strategy.prior_steps"),
+        ({"prior_steps": 1}, "^strategy.prior_steps needs strategy.prior"),
+        ({"prior_steps": -1, "prior": {"weights": [1]}}, "strategy.prior_steps"),
     ],
 )
 def test_bad_keys_name_themselves(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         Aioli(**kwargs)
+
+
+def test_edge_values_are_accepted() -> None:
+    assert Aioli(ema=0.0).ema == 0.0  # γ = 0: this round's A only
+    assert Aioli(one_hot_factor=1.0, unmix="diagonal").unmix == "diagonal"
+    assert Aioli(round_steps=7).default_steps_per_round == 7  # K when steps_per_round is null
 
 
 def test_one_hot_factor_checked_against_m() -> None:

@@ -9,6 +9,7 @@ and ``s = (.5, .1, 0)``, ``α·e^s = (.329744, .331551, .5)`` sums to ``1.161295
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -133,8 +134,16 @@ def test_non_finite_excess_loss_is_a_clear_error(bad: float) -> None:
 
 
 def test_zero_weight_stays_finite() -> None:
-    new = _strategy(smoothing=0.0).update(_stats([0.1, 0.2, 0.3]), np.array([0.0, 0.5, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log 0 = -inf on purpose, without a RuntimeWarning
+        new = _strategy(smoothing=0.0).update(_stats([0.1, 0.2, 0.3]), np.array([0.0, 0.5, 0.5]))
     assert new[0] == 0.0 and np.isclose(new.sum(), 1.0)
+
+
+def test_large_eta_stays_on_the_simplex() -> None:
+    """``η s`` far above exp's range (~709) still gives the softmax (shifted by the max)."""
+    new = _strategy(eta=1000.0, smoothing=0.0).update(_stats([1.0, 0.5, 0.0]), W)
+    np.testing.assert_allclose(new, [1.0, 1.5 * np.exp(-500.0), 2.5 * np.exp(-1000.0)], rtol=1e-9)
 
 
 def test_apply_per_mode() -> None:
