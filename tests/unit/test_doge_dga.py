@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnb.balance.strategies.alignment import exponentiated_step
 from rnb.balance.strategies.base import RoundStats
 from rnb.balance.strategies.dga import DGA
 from rnb.balance.strategies.doge import DoGE, doge_scores
@@ -228,3 +229,21 @@ def test_doge_update_clips_the_target_and_uses_eps() -> None:
     new = strat.update(_stats(target=[0.0, 20.0]), w0)
     np.testing.assert_allclose(strat.last_scores, s, rtol=1e-6)
     np.testing.assert_allclose(new, _softmax_update(w0, s), rtol=1e-6)
+
+
+def test_exponentiated_step_edges() -> None:
+    """Present domains without mass keep the mixture (no 0·e^s / 0); a zero weight stays 0
+    without a log(0) warning; weights summing to 1 ± 1e-5 (accepted by the callback) come
+    back on the simplex."""
+    present = np.array([False, True, True])
+    w = np.array([1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(exponentiated_step(w, np.array([0.0, 1.0, 2.0]), present), w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = exponentiated_step(np.array([0.5, 0.0, 0.5]), np.ones(3), np.ones(3, dtype=bool))
+    np.testing.assert_array_equal(new, [0.5, 0.0, 0.5])
+    w = np.array([0.2, 0.3, 0.5]) * (1 + 1e-5)
+    new = exponentiated_step(w, np.array([0.0, 1.0, 0.0]), present)
+    e = w[1:] * np.exp([1.0, 0.0])
+    expected = np.concatenate([w[:1], w[1:].sum() * e / e.sum()]) / w.sum()
+    np.testing.assert_allclose(new, expected, rtol=1e-13)

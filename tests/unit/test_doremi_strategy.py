@@ -186,9 +186,17 @@ def test_bad_options_name_their_key(kw: dict, key: str) -> None:
         DoReMi(**kw)
 
 
-def test_proxy_mixture_list_must_match_domains() -> None:
-    with pytest.raises(ValueError, match=r"strategy.proxy_mixture: need 3"):
-        _strategy(proxy_mixture=[1, 1])
+@pytest.mark.parametrize("bad", [[1, 1], [1, -1, 1], [math.nan, 1, 1], [math.inf, 1, 1], [0, 0, 0]])
+def test_proxy_mixture_list_must_match_domains(bad: list[float]) -> None:
+    with pytest.raises(ValueError, match=r"strategy.proxy_mixture: need 3 finite weights >= 0"):
+        _strategy(proxy_mixture=bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "p"), [([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]), ([0, 1, 3], [0.0, 0.25, 0.75])]
+)
+def test_proxy_mixture_list_is_normalised(given: list[float], p: list[float]) -> None:
+    np.testing.assert_allclose(_strategy(proxy_mixture=given).apply(W)[0], p, rtol=1e-12)
 
 
 def test_state_round_trip() -> None:
