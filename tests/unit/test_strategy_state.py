@@ -191,12 +191,12 @@ def test_state_round_trip_restores_everything_at_every_point(case: str) -> None:
     assert changed >= 1, "the script never moved the weights: it would pin no state"
 
 
-@pytest.mark.parametrize("make", [DGA, DoGE, DoReMi], ids=["dga", "doge", "doremi"])
-def test_state_saved_before_its_keys_existed_loads_as_fresh(make: type) -> None:
+@pytest.mark.parametrize("case", ["dga", "doge_train", "doremi", "skillit_identity"])
+def test_state_saved_before_its_keys_existed_loads_as_fresh(case: str) -> None:
     """An empty strategy state (a checkpoint written before the keys existed) resumes the
-    counters from zero and the last signals from nothing."""
+    counters from zero, the last signals from nothing (Skill-It: its configured graph)."""
+    make, ops = CASES[case]
     used = _fresh(make)
-    ops = DOREMI_OPS if make is DoReMi else GRAD_OPS
     w = used.initial_weights()
     for op in ops:
         w = op(used, w)
