@@ -55,7 +55,8 @@ def test_weights_hand_computed() -> None:
 def test_window_sums_the_last_w_evaluations_from_the_prior(tmp_path: Path) -> None:
     s = SkillIt(graph="identity", eta=0.5, window=2, save_graph=False)
     s.setup(_ctx(tmp_path))
-    assert [d.steps for d in s.plan_detours(None, np.full(3, 1 / 3))] == [0]  # L_0 only
+    plan = s.plan_detours(None, np.full(3, 1 / 3))
+    assert [(d.kind, d.steps, d.tag) for d in plan] == [("sandboxed", 0, "initial_eval")]  # L_0
     p0 = s.detours_done([_result(0, [3.0, 2.0, 1.0], [3.0, 2.0, 1.0])], np.full(3, 1 / 3))
     np.testing.assert_allclose(p0, _softmax([1.5, 1.0, 0.5]), rtol=1e-12)
     p1 = s.update(_stats([1.0, 2.0, 1.0]), p0)
@@ -90,6 +91,7 @@ def test_estimate_plans_one_sandboxed_run_per_domain_and_builds_A(tmp_path: Path
     assert [(d.kind, d.domain, d.steps, d.lr) for d in plan] == [
         ("sandboxed", i, 7, 0.01) for i in range(3)
     ]
+    assert [d.tag for d in plan] == ["graph/0", "graph/1", "graph/2"]  # named in the logs
     start = [2.0, 4.0, 1.0]
     results = [
         _result(0, start, [1.0, 3.0, 1.0]),
