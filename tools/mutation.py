@@ -79,7 +79,8 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_aioli.py",
             "tests/unit/test_static_transfer.py",
             "tests/unit/test_static_average.py",
-            "tests/unit/test_strategy_configs.py",  # YAML values = constructor defaults
+            "tests/unit/test_strategy_configs.py",  # YAML keys and values = constructor defaults
+            "tests/unit/test_strategy_state.py",  # checkpoint round trips at every point
             _PINNED,
         ),
     ),

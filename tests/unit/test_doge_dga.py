@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from rnb.balance.strategies.alignment import exponentiated_step
 from rnb.balance.strategies.base import RoundStats
 from rnb.balance.strategies.dga import DGA
 from rnb.balance.strategies.doge import DoGE, doge_scores
@@ -93,7 +95,9 @@ def test_absent_domain_keeps_its_weight() -> None:
 @pytest.mark.parametrize("strat", [DoGE(target="eval"), DoGE(target="train"), DGA()])
 def test_zero_gradients_keep_the_mixture(strat: Any) -> None:
     w0 = np.array([0.1, 0.6, 0.3])
-    new = strat.update(_stats(grads=np.zeros((3, 2)), target=[0.0, 0.0]), w0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 5/0 while clipping zero-norm gradients
+        new = strat.update(_stats(grads=np.zeros((3, 2)), target=[0.0, 0.0]), w0)
     np.testing.assert_allclose(new, w0, atol=1e-12)
 
 
@@ -111,21 +115,25 @@ def test_nonfinite_gradients_skip_the_round(strat: Any, caplog: pytest.LogCaptur
         new = strat.update(_stats(grads=grads), w0)
     np.testing.assert_array_equal(new, w0)
     assert strat.skipped_rounds == 1 and strat.state_dict()["skipped_rounds"] == 1
-    assert "not finite" in caplog.text and "model.lr" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{type(strat).__name__}: round 0's probe gradients are not finite (inf/nan); the "
+        "mixture is kept. Lower model.lr or set trainer.gradient_clip_val if this repeats"
+    ]
     new = strat.update(_stats(target=[float("inf"), 0.0]), w0)
     np.testing.assert_array_equal(new, w0)
     assert strat.skipped_rounds == 2
 
 
 @pytest.mark.parametrize("missing", ["domain_grads", "target_grad", "lr"])
-def test_missing_signal_names_the_key(missing: str) -> None:
+@pytest.mark.parametrize("strat", [DGA(), DoGE(target="eval")], ids=["DGA", "DoGE"])
+def test_missing_signal_names_the_strategy_and_the_key(missing: str, strat: Any) -> None:
     stats = _stats()
     if missing == "lr":  # no optimizer: the callback passes None
         stats.extra["lr"] = None
     else:
         del stats.extra[missing]
-    with pytest.raises(KeyError, match=missing):
-        DGA().update(stats, np.full(3, 1 / 3))
+    with pytest.raises(KeyError, match=f"^.{type(strat).__name__}: RoundStats.extra.*{missing}"):
+        strat.update(stats, np.full(3, 1 / 3))
 
 
 def test_doge_needs_and_apply_follow_target_and_mode() -> None:
@@ -176,3 +184,66 @@ def test_dga_lr_scaled_step_and_ema() -> None:
 def test_bad_hyperparameters_name_the_key(cls: Any, kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         cls(**kw)
+
+
+def test_doge_scores_unsaturated_hand_computed() -> None:
+    """Default ``clip_norm`` 5: g1 = (3, 4), g2 = (6, 8) -> (3, 4) (scale 1/2), g3 = (0, .5).
+    Clipped products: <g1,g2> = 50/2 = 25, <g1,g3> = 2, <g2,g3> = 4/2 = 2; mean clipped norm
+    (5 + 5 + .5)/3 = 3.5; scores (train target, diagonal dropped) (27, 27, 4)/3.5."""
+    g = np.array([[3.0, 4.0], [6.0, 8.0], [0.0, 0.5]])
+    s = doge_scores(g @ g.T, np.array([True, True, True]), 1.0, score_clip=(0.0, 100.0))
+    np.testing.assert_allclose(s, np.array([27.0, 27.0, 4.0]) / (3.5 + 1e-6), rtol=1e-12)
+    # a target above clip_norm < 1: t = (0, .8) -> scale .5/.8; g = (0, .4) unclipped
+    s = doge_scores(
+        np.array([[0.16]]), np.array([True]), 1.0, 0.5, (0.0, 100.0), np.array([0.32]), 0.64
+    )
+    np.testing.assert_allclose(s, [0.32 * 0.625 / (0.4 + 1e-6)], rtol=1e-12)
+    # a rounding-negative diagonal is a zero gradient, not a nan
+    s = doge_scores(np.diag([4.0, -1e-20]), np.array([True, True]), 1.0, score_clip=(0.0, 9.0))
+    np.testing.assert_array_equal(s, [0.0, 0.0])
+
+
+def test_doge_scores_without_any_present_domain_are_zero_and_quiet() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice
+        s = doge_scores(np.eye(2), np.array([False, False]), 1.0, score_clip=(-5.0, 5.0))
+    np.testing.assert_array_equal(s, [0.0, 0.0])
+
+
+def test_dga_ema_renormalises_weights_off_the_simplex_by_rounding() -> None:
+    """The callback accepts mixtures whose sum is 1 up to ``np.isclose``; DGA's EMA output is
+    divided back onto the simplex."""
+    align = np.array([8.0, 16.0, 2.0])
+    w0 = np.array([0.5, 0.3, 0.2]) * (1 + 1e-5)
+    new = DGA(eta=0.1, lr_scaled=False, ema=0.75).update(_stats(), w0)
+    mixed = 0.75 * w0 + 0.25 * _softmax_update(w0, 0.1 * align)
+    np.testing.assert_allclose(new, mixed / mixed.sum(), rtol=1e-12)
+
+
+def test_doge_update_clips_the_target_and_uses_eps() -> None:
+    """t = (0, 20) is clipped to norm 5 (factor 1/4): <g_i~, t~> = (80, 160/2, 20)/4; the mean
+    clipped norm is 11/3, plus ``eps`` = 0.5."""
+    s = 0.1 * np.array([20.0, 20.0, 5.0]) / (11 / 3 + 0.5)
+    strat = DoGE(target="eval", mu=1.0, eps=0.5, score_clip=(0.0, 100.0))
+    w0 = np.array([0.5, 0.3, 0.2])
+    new = strat.update(_stats(target=[0.0, 20.0]), w0)
+    np.testing.assert_allclose(strat.last_scores, s, rtol=1e-6)
+    np.testing.assert_allclose(new, _softmax_update(w0, s), rtol=1e-6)
+
+
+def test_exponentiated_step_edges() -> None:
+    """Present domains without mass keep the mixture (no 0·e^s / 0); a zero weight stays 0
+    without a log(0) warning; weights summing to 1 ± 1e-5 (accepted by the callback) come
+    back on the simplex."""
+    present = np.array([False, True, True])
+    w = np.array([1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(exponentiated_step(w, np.array([0.0, 1.0, 2.0]), present), w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = exponentiated_step(np.array([0.5, 0.0, 0.5]), np.ones(3), np.ones(3, dtype=bool))
+    np.testing.assert_array_equal(new, [0.5, 0.0, 0.5])
+    w = np.array([0.2, 0.3, 0.5]) * (1 + 1e-5)
+    new = exponentiated_step(w, np.array([0.0, 1.0, 0.0]), present)
+    e = w[1:] * np.exp([1.0, 0.0])
+    expected = np.concatenate([w[:1], w[1:].sum() * e / e.sum()]) / w.sum()
+    np.testing.assert_allclose(new, expected, rtol=1e-13)

@@ -9,6 +9,7 @@ and ``s = (.5, .1, 0)``, ``α·e^s = (.329744, .331551, .5)`` sums to ``1.161295
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -125,13 +126,24 @@ def test_no_domain_with_tokens_changes_nothing() -> None:
 @pytest.mark.parametrize("bad", [NAN, float("inf")])
 def test_non_finite_excess_loss_is_a_clear_error(bad: float) -> None:
     s = _strategy(smoothing=0.0, reference="/runs/ref")
-    with pytest.raises(ValueError, match=r"domains \['b'\].*strategy.reference=/runs/ref"):
+    with pytest.raises(ValueError, match=r"domains \['b'\].*strategy.reference=/runs/ref") as e:
         s.update(_stats([0.1, bad, 0.2]), W)
+    assert str(e.value).endswith(
+        "lower model.lr / set trainer.gradient_clip_val, or check the reference run"
+    )
 
 
 def test_zero_weight_stays_finite() -> None:
-    new = _strategy(smoothing=0.0).update(_stats([0.1, 0.2, 0.3]), np.array([0.0, 0.5, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log 0 = -inf on purpose, without a RuntimeWarning
+        new = _strategy(smoothing=0.0).update(_stats([0.1, 0.2, 0.3]), np.array([0.0, 0.5, 0.5]))
     assert new[0] == 0.0 and np.isclose(new.sum(), 1.0)
+
+
+def test_large_eta_stays_on_the_simplex() -> None:
+    """``η s`` far above exp's range (~709) still gives the softmax (shifted by the max)."""
+    new = _strategy(eta=1000.0, smoothing=0.0).update(_stats([1.0, 0.5, 0.0]), W)
+    np.testing.assert_allclose(new, [1.0, 1.5 * np.exp(-500.0), 2.5 * np.exp(-1000.0)], rtol=1e-9)
 
 
 def test_apply_per_mode() -> None:
@@ -174,9 +186,17 @@ def test_bad_options_name_their_key(kw: dict, key: str) -> None:
         DoReMi(**kw)
 
 
-def test_proxy_mixture_list_must_match_domains() -> None:
-    with pytest.raises(ValueError, match=r"strategy.proxy_mixture: need 3"):
-        _strategy(proxy_mixture=[1, 1])
+@pytest.mark.parametrize("bad", [[1, 1], [1, -1, 1], [math.nan, 1, 1], [math.inf, 1, 1], [0, 0, 0]])
+def test_proxy_mixture_list_must_match_domains(bad: list[float]) -> None:
+    with pytest.raises(ValueError, match=r"strategy.proxy_mixture: need 3 finite weights >= 0"):
+        _strategy(proxy_mixture=bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "p"), [([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]), ([0, 1, 3], [0.0, 0.25, 0.75])]
+)
+def test_proxy_mixture_list_is_normalised(given: list[float], p: list[float]) -> None:
+    np.testing.assert_allclose(_strategy(proxy_mixture=given).apply(W)[0], p, rtol=1e-12)
 
 
 def test_state_round_trip() -> None:
@@ -186,3 +206,19 @@ def test_state_round_trip() -> None:
     t.load_state_dict(s.state_dict())
     nxt = _stats([NAN, 0.2, NAN], tokens=[0, 1, 0])
     np.testing.assert_array_equal(s.update(nxt, W), t.update(nxt, W))
+
+
+def test_one_token_makes_a_domain_present() -> None:
+    new = _strategy(smoothing=0.0).update(_stats([0.5, 0.1, 0.0], tokens=[1, 0, 1]), W)
+    a = W * np.exp([0.5, 0.25, 0.0])  # `b` unseen: the mean of the present (.5 + 0)/2
+    np.testing.assert_allclose(new, a / a.sum(), rtol=1e-12)
+
+
+def test_round_without_tokens_after_some_were_seen() -> None:
+    """Seen domains keep their last score; never-seen ones score 0 (no present domain to
+    average)."""
+    s = _strategy(smoothing=0.0)
+    s.update(_stats([0.5, NAN, NAN], tokens=[2, 0, 0]), W)
+    new = s.update(_stats([NAN] * 3, tokens=[0, 0, 0]), W)
+    a = W * np.exp([0.5, 0.0, 0.0])
+    np.testing.assert_allclose(new, a / a.sum(), rtol=1e-12)

@@ -55,7 +55,8 @@ def test_weights_hand_computed() -> None:
 def test_window_sums_the_last_w_evaluations_from_the_prior(tmp_path: Path) -> None:
     s = SkillIt(graph="identity", eta=0.5, window=2, save_graph=False)
     s.setup(_ctx(tmp_path))
-    assert [d.steps for d in s.plan_detours(None, np.full(3, 1 / 3))] == [0]  # L_0 only
+    plan = s.plan_detours(None, np.full(3, 1 / 3))
+    assert [(d.kind, d.steps, d.tag) for d in plan] == [("sandboxed", 0, "initial_eval")]  # L_0
     p0 = s.detours_done([_result(0, [3.0, 2.0, 1.0], [3.0, 2.0, 1.0])], np.full(3, 1 / 3))
     np.testing.assert_allclose(p0, _softmax([1.5, 1.0, 0.5]), rtol=1e-12)
     p1 = s.update(_stats([1.0, 2.0, 1.0]), p0)
@@ -69,6 +70,8 @@ def test_window_sums_the_last_w_evaluations_from_the_prior(tmp_path: Path) -> No
 def test_one_domain_and_absent_domain() -> None:
     s = SkillIt(graph="identity")
     s.setup(_ctx(names=["only"]))
+    (initial_eval,) = s.plan_detours(None, np.ones(1))
+    np.testing.assert_array_equal(initial_eval.weights(1), [1.0])  # a domain of this run
     np.testing.assert_allclose(s.detours_done([_result(0, [2.0], [2.0])], np.ones(1)), [1.0])
     np.testing.assert_allclose(s.update(_stats([float("nan")]), np.ones(1)), [1.0])
 
@@ -79,7 +82,7 @@ def test_infinite_loss_names_the_domain(tmp_path: Path) -> None:
     s.detours_done([_result(0, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])], np.full(3, 1 / 3))
     with pytest.raises(ValueError, match=r"domain 'b' is inf at round 0.*model\.lr"):
         s.update(_stats([1.0, float("inf"), 1.0]), np.full(3, 1 / 3))
-    with pytest.raises(KeyError, match="eval_loss"):
+    with pytest.raises(KeyError, match=r"^.skillit needs RoundStats.extra\['eval_loss'\]"):
         s.update(RoundStats(0, 0, torch.ones(3), torch.ones(3)), np.full(3, 1 / 3))
 
 
@@ -90,6 +93,7 @@ def test_estimate_plans_one_sandboxed_run_per_domain_and_builds_A(tmp_path: Path
     assert [(d.kind, d.domain, d.steps, d.lr) for d in plan] == [
         ("sandboxed", i, 7, 0.01) for i in range(3)
     ]
+    assert [d.tag for d in plan] == ["graph/0", "graph/1", "graph/2"]  # named in the logs
     start = [2.0, 4.0, 1.0]
     results = [
         _result(0, start, [1.0, 3.0, 1.0]),
@@ -175,3 +179,22 @@ def test_binary_graph_off_diagonal_ones(tmp_path: Path) -> None:
 def test_bad_keys_name_themselves(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         SkillIt(**kwargs)
+
+
+def test_describe_reports_the_skills_graph(tmp_path: Path) -> None:
+    s = SkillIt(graph="estimate", graph_steps=3, eta=0.5, save_graph=False)
+    s.setup(_ctx(tmp_path))
+    d = s.describe()
+    assert (d["name"], d["graph"], d["eta"], d["window"], d["skills_graph"]) == (
+        "SkillIt",
+        "estimate",
+        0.5,
+        3,
+        None,  # not estimated yet
+    )
+    start = [2.0, 4.0, 1.0]
+    s.detours_done([_result(i, start, start) for i in range(3)], np.full(3, 1 / 3))
+    assert s.describe()["skills_graph"] == np.zeros((3, 3)).tolist()  # no drop: A = 0
+    t = SkillIt(graph="identity")
+    t.setup(_ctx())
+    assert t.describe()["skills_graph"] == np.eye(3).tolist()

@@ -9,10 +9,11 @@ constructor itself, not through ``inspect.signature``.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"
@@ -41,3 +42,15 @@ def test_yaml_values_are_the_constructor_defaults(name: str) -> None:
     from_yaml = instantiate(cfg, **extra, _convert_="all")
     from_python = strategy_cls(**extra)
     assert from_yaml.describe() == from_python.describe()
+
+
+@pytest.mark.parametrize("name", ["aioli", "skillit", "doremi", "dga", "doge"])
+def test_constructor_parameters_are_the_yaml_keys_and_build_the_same_object(name: str) -> None:
+    """Every constructor argument is a YAML key (and no other key exists); the two objects hold
+    equal attributes (these strategies keep only scalars before setup, so ``vars`` compares)."""
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cls = get_class(cfg._target_)
+    keys = sorted(k for k in cfg if k != "_target_")
+    assert sorted(inspect.signature(cls).parameters) == keys, f"{name}: constructor != YAML keys"
+    built, configured = cls(), instantiate(cfg)
+    assert vars(built) == vars(configured), f"{cls.__name__}() differs from strategy={name}"
