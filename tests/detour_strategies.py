@@ -91,3 +91,13 @@ class OffSimplex(MixingStrategy):
 
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
         return np.full(self.ctx.num_domains, 0.5)
+
+
+class OneDomainAtTheEdge(MixingStrategy):
+    """Puts every weight on domain 0 at its first update (the others exactly 0): a vertex of
+    the simplex is a valid mixture, which the callback must adopt, not refuse."""
+
+    def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
+        p = np.zeros(self.ctx.num_domains)
+        p[0] = 1.0
+        return p

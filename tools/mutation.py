@@ -138,6 +138,7 @@ MODULES: dict[str, Module] = {
             "tests/integration/test_odm_train.py::test_unimax_caps_the_small_domain",
             "tests/integration/test_starvation.py::test_rnb_large_lambda_starves_domains_visibly",
             "tests/integration/test_divergence.py::test_off_simplex_update_fails_the_run_naming_the_strategy",
+            "tests/integration/test_divergence.py::test_a_vertex_of_the_simplex_is_adopted",
             "tests/integration/test_domain_accounting.py::test_loss_weights_reach_the_model_and_the_sampler_keeps_its_own",
             "tests/integration/test_rnb_train.py::test_warmup_rounds_keep_uniform_weights",
             # the per-round metrics reach the logger at the round's step (balance/gq_norm too)

@@ -170,3 +170,13 @@ def test_off_simplex_update_fails_the_run_naming_the_strategy(
     assert summary["status"] == "failed" and summary["failure"]["step"] == 4  # first round end
     assert "OffSimplex.update returned off-simplex" in summary["failure"]["reason"]
     assert summary["eval_loss"] is None
+
+
+def test_a_vertex_of_the_simplex_is_adopted(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    over = [*tiny_overrides, "strategy._target_=tests.detour_strategies.OneDomainAtTheEdge"]
+    over += ["trainer.max_steps=8", "initial_eval=false", "logger=none"]
+    _train(tmp_path, over)
+    summary = _strict(tmp_path / "summary.json")
+    assert summary["status"] == "completed"
+    vertex = [1.0] + [0.0] * (len(summary["domains"]) - 1)
+    assert [t["weights"] for t in summary["weights_trajectory"][1:]] == [vertex, vertex]
