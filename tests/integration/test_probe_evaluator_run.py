@@ -20,6 +20,8 @@ class EvalLossRecorder(MixingStrategy):
 
     needs: ClassVar[frozenset[str]] = frozenset({"eval_loss"})
     seen: ClassVar[list[dict[str, Any]]] = []
+    stats: ClassVar[list[RoundStats]] = []
+    planned: ClassVar[list[RoundStats | None]] = []
 
     def update(self, stats: RoundStats, weights: np.ndarray) -> np.ndarray:
         extra = stats.extra
@@ -33,11 +35,17 @@ class EvalLossRecorder(MixingStrategy):
                 "counts": stats.counts.numpy().copy(),
             }
         )
+        EvalLossRecorder.stats.append(stats)
         return weights
+
+    def plan_detours(self, stats: RoundStats | None, weights: np.ndarray) -> list:
+        EvalLossRecorder.planned.append(stats)  # the boundary's statistics (None before step 0)
+        return []
 
 
 def test_probe_losses_equal_validation_losses(tmp_path: Path) -> None:
-    EvalLossRecorder.seen.clear()
+    for kept in (EvalLossRecorder.seen, EvalLossRecorder.stats, EvalLossRecorder.planned):
+        kept.clear()
     over = [
         *TINY,
         "initial_eval=false",
@@ -50,6 +58,11 @@ def test_probe_losses_equal_validation_losses(tmp_path: Path) -> None:
     s = train(compose("train", over))
     assert [r["step"] for r in EvalLossRecorder.seen] == [6, 12]
     assert [r["round"] for r in EvalLossRecorder.seen] == [0, 1]
+    # each boundary plans its detours from the round that just ended (none before step 0)
+    assert EvalLossRecorder.planned[0] is None
+    assert len(EvalLossRecorder.planned) == 3
+    rounds = zip(EvalLossRecorder.planned[1:], EvalLossRecorder.stats, strict=True)
+    assert all(planned is updated for planned, updated in rounds)
     # the rounds' draws and target tokens (the run ends on a round boundary: no tail)
     names = s["domains"]
     np.testing.assert_array_equal(
