@@ -312,7 +312,15 @@ def run_module(
             ).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    wall = time.monotonic() - t0
+    return _tally(name, work, time.monotonic() - t0, rc)
+
+
+#: outcomes a re-run does not repeat
+_DONE = ("killed", "timeout", "not checked")
+
+
+def _tally(name: str, work: Path, wall: float, rc: int | str) -> dict:
+    """The module's score from the scratch copy's recorded outcomes."""
     status = _results(work)
     killed = sum(s in ("killed", "timeout") for s in status.values())
     checked = {k: s for k, s in status.items() if s != "not checked"}
@@ -328,6 +336,62 @@ def run_module(
         "survivors": {k: checked[k] for k in survivors},
         "workdir": str(work),
     }
+
+
+def rerun_survivors(name: str, repo: Path, workroot: Path, timeout: float, children: int) -> dict:
+    """Run a finished (or timed-out) scratch copy's survivors again, by name, against the
+    repository's current tests, configs and unmutated sources.
+
+    This scores the tests added after a long run without repeating it: the copy's mutants and
+    its killed ones stay, every mutant that survived (or had no test) is checked again, and
+    the ones the run never reached stay "not checked". The mutated files themselves must be
+    unchanged, else the mutants would be of other code.
+
+    Raises:
+        SystemExit: no scratch copy, or the module's own files changed since it was made.
+    """
+    mod = MODULES[name]
+    work = workroot / name
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"--rerun-survivors {name}: no scratch copy in {work}; run it first")
+    mutated = {p.relative_to(repo) for pat in mod.paths for p in sorted(repo.glob(pat))}
+    changed = [str(p) for p in mutated if (work / p).read_bytes() != (repo / p).read_bytes()]
+    if changed:
+        raise SystemExit(
+            f"--rerun-survivors {name}: {changed[0]} changed since {work} was made; "
+            "run the module afresh"
+        )
+    tests = _existing_tests(repo, mod.tests)
+    for root in (work, work / "mutants"):
+        for top in ("tests", "conf"):
+            shutil.rmtree(root / top, ignore_errors=True)
+            shutil.copytree(repo / top, root / top, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (repo / "src").rglob("*.py"):
+            if path.relative_to(repo) not in mutated:
+                dest = root / path.relative_to(repo)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+        text = (root / "pyproject.toml").read_text()
+        text = text[: text.index("[tool.mutmut]")] + _mutmut_config(mod, tests)
+        (root / "pyproject.toml").write_text(text)
+    again = sorted(k for k, s in _results(work).items() if s not in _DONE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("RNB_CACHE_DIR", str(work / "cache"))
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *again]
+    t0 = time.monotonic()
+    rc: int | str = 0
+    if again:  # mutmut with no names would run every mutant
+        with (work / "rerun.log").open("w") as fh:
+            try:
+                rc = subprocess.run(
+                    cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout
+                ).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+    row = _tally(name, work, time.monotonic() - t0, rc)
+    row["rerun"] = len(again)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reuse the module's scratch copy (same code only): check just the mutants left",
     )
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="check a scratch copy's survivors again with the repository's current tests",
+    )
     args = parser.parse_args(argv)
+    if args.resume and args.rerun_survivors:
+        parser.error("--resume and --rerun-survivors exclude each other")
     names = [_resolve(n) for n in args.module] if args.module else list(MODULES)
     if args.list:  # with --module: only those (names checked), so any command can be dry-run
         for key in names:
@@ -358,9 +429,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for name in names:
-        row = run_module(
-            name, args.repo.resolve(), args.workdir, args.timeout, args.children, args.resume
-        )
+        if args.rerun_survivors:
+            row = rerun_survivors(
+                name, args.repo.resolve(), args.workdir, args.timeout, args.children
+            )
+        else:
+            row = run_module(
+                name, args.repo.resolve(), args.workdir, args.timeout, args.children, args.resume
+            )
         rows.append(row)
         print(
             f"{name:12s} killed {row['killed']}/{row['total']} = {row['score_pct']:.1f} %"
