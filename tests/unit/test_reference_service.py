@@ -182,3 +182,115 @@ def test_model_without_token_losses_is_a_clear_error(tmp_path: Path) -> None:
     b = batch(split(TRAIN_DOMAINS), [0, 1])
     with pytest.raises(ValueError, match="token_loss"):
         svc.on_train_batch_end(trainer(), model, b, {"loss": torch.tensor(1.0)})
+
+
+def _sums(svc: ReferenceModel) -> dict[str, list[float]]:
+    return {k: v.tolist() for k, v in svc.sums.items()}
+
+
+def test_state_restores_exact_sums_per_rank(tmp_path: Path) -> None:
+    """Rank 0 takes the saved (rank-summed) sums, other ranks start at zero; keys exact."""
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    svc = _service(path, model, dm)
+    rows = split(TRAIN_DOMAINS, seed=5)
+    _step(svc, model, batch(rows, [0, 1, 2]))  # domains 0, 1, 0
+    state = svc.state_dict()
+    assert set(state) == {"sums", "reference", "sha256"}
+    assert state["reference"] == str(path) and state["sha256"] == svc.sha256
+    saved = _sums(svc)
+    assert saved["tokens"][2] == 0.0 and min(saved["tokens"][:2]) > 0
+    rank0 = _service(path, model, dm)
+    rank0.load_state_dict(state)
+    assert _sums(rank0) == saved  # exact: no scaling
+    rank1 = ReferenceModel.from_config({}, DoReMi(reference=str(path)))
+    rank1.setup(trainer(rank=1, world=2), model, dm, OverheadMeter())
+    rank1.load_state_dict(state)
+    assert _sums(rank1) == {k: [0.0, 0.0, 0.0] for k in saved}
+    # the next step continues identically on the restored service
+    for s in (svc, rank0):
+        _step(s, model, batch(rows, [4, 5]))
+    assert _sums(rank0) == _sums(svc)
+
+
+def test_state_before_setup_restores_and_saves(tmp_path: Path) -> None:
+    """A service not set up yet (no trainer: rank 0) loads, saves and tears down."""
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    svc = _service(path, model, dm)
+    _step(svc, model, batch(split(TRAIN_DOMAINS, seed=5), [0, 1]))
+    state = svc.state_dict()
+    fresh = ReferenceModel(str(path))
+    fresh.load_state_dict(state)
+    assert _sums(fresh) == _sums(svc)
+    assert {k: v.tolist() for k, v in fresh.state_dict()["sums"].items()} == _sums(svc)
+    fresh.teardown()
+    assert fresh.ref is None
+
+
+def test_changed_reference_message_names_both_digests(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    svc = _service(path, model, dm)
+    state = svc.state_dict()
+    _save_ckpt(path, tiny_model(seed=2))  # the reference was retrained in place
+    new = _service(path, model, dm)
+    old_sha, new_sha = state["sha256"], new.sha256
+    assert old_sha != new_sha
+    want = (
+        f"strategy.reference='{path}': the reference checkpoint {path} changed since this "
+        f"run's checkpoint (sha256 {old_sha[:12]} -> {new_sha[:12]}); resume with the "
+        "original reference or start a new run"
+    )
+    with pytest.raises(ValueError) as err:
+        new.load_state_dict(state)
+    assert str(err.value) == want
+
+
+def test_one_token_domain_is_present(tmp_path: Path) -> None:
+    """A domain with exactly one loss-bearing token this round has a mean, not nan."""
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1)), model, dm)
+    svc.sums["clipped"][:] = torch.tensor([0.5, 0.0, 3.0], dtype=torch.float64)
+    svc.sums["excess"][:] = torch.tensor([-0.25, 0.0, 3.0], dtype=torch.float64)
+    svc.sums["tokens"][:] = torch.tensor([1.0, 0.0, 4.0], dtype=torch.float64)
+    out = svc.collect(trainer(), model, None)["excess_loss"]
+    assert out["clipped"][0].item() == 0.5 and out["mean"][0].item() == -0.25
+    assert torch.isnan(out["clipped"][1]) and out["clipped"][2].item() == 0.75
+    assert out["tokens"].tolist() == [1.0, 0.0, 4.0]
+
+
+def test_teardown_before_setup_and_flag_is_false(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    ReferenceModel(str(path)).teardown()  # a run failing before setup still tears down
+    svc = _service(path, model, dm)
+    svc.teardown()
+    assert model.keep_token_losses is False
+
+
+def test_missing_token_loss_message_is_exact(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1)), model, dm)
+    b = batch(split(TRAIN_DOMAINS), [0, 1])
+    with pytest.raises(ValueError) as err:
+        svc.on_train_batch_end(trainer(), model, b, {"loss": torch.tensor(1.0)})
+    assert str(err.value) == (
+        "the model (CausalLMModule, model._target_) returned no token_loss/token_valid from "
+        "training_step although keep_token_losses is set; DoReMi's reference service needs "
+        "the per-token losses of the training forward"
+    )
+
+
+def test_reference_and_sums_follow_the_token_losses_device(tmp_path: Path) -> None:
+    """The reference and the sums move to the device of the model's token losses."""
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    svc = _service(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1)), model, dm)
+    b = batch(split(TRAIN_DOMAINS), [0, 1])
+    tok, valid = model.token_losses(b)
+    meta = torch.device("meta")
+    b = {k: v.to(meta) for k, v in b.items()}
+    out = {"token_loss": tok.detach().to(meta), "token_valid": valid.to(meta)}
+    svc.on_train_batch_end(trainer(), model, b, out)
+    assert svc.ref is not None and next(svc.ref.parameters()).device == meta
+    assert {v.device for v in svc.sums.values()} == {meta}
