@@ -296,3 +296,21 @@ def test_reference_and_sums_follow_the_token_losses_device(tmp_path: Path) -> No
     svc.on_train_batch_end(trainer(), model, b, out)
     assert svc.ref is not None and next(svc.ref.parameters()).device == meta
     assert {v.device for v in svc.sums.values()} == {meta}
+
+
+class FeatureData:
+    """A datamodule of feature vectors (like data=digits): no tokenizer attribute at all."""
+
+    domain_names = ("a", "b", "c")
+
+
+def test_feature_data_is_refused_with_the_exact_message(tmp_path: Path) -> None:
+    model = tiny_model(seed=0)
+    svc = ReferenceModel(str(_save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))))
+    with pytest.raises(ValueError) as err:
+        svc.setup(trainer(), model, FeatureData(), OverheadMeter())
+    assert str(err.value) == (
+        "strategy=doremi compares per-token LM losses with a reference LM; FeatureData "
+        "(data._target_) has no tokens: use a strategy without a reference model "
+        "(e.g. strategy=rnb, doge, odm)"
+    )
