@@ -13,7 +13,7 @@ from rnb.accounting import OverheadMeter
 from rnb.balance.services.base import build_services
 from rnb.balance.services.reference import ReferenceModel
 from rnb.balance.strategies.doremi import DoReMi
-from rnb.models.lm import per_token_loss
+from rnb.models.lm import CausalLMModule, per_token_loss
 from rnb.run.fingerprint import tokenizer_digest
 from tests.service_stubs import Tokenizer, batch, datamodule, split, tiny_model, trainer
 
@@ -314,3 +314,17 @@ def test_feature_data_is_refused_with_the_exact_message(tmp_path: Path) -> None:
         "(data._target_) has no tokens: use a strategy without a reference model "
         "(e.g. strategy=rnb, doge, odm)"
     )
+
+
+class ReferenceLM(CausalLMModule):
+    """The reference run's own model class (its ``model._target_``), not the trained one's."""
+
+
+def test_reference_class_comes_from_the_run_config(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    root = _run_dir(tmp_path / "done", None)
+    target = f"{__name__}.ReferenceLM"
+    summary = {"status": "completed", "config": {"model": {"_target_": target}}}
+    (root / "summary.json").write_text(json.dumps(summary))
+    svc = _service(root, model, dm)
+    assert type(svc.ref) is ReferenceLM and type(model) is CausalLMModule
