@@ -30,7 +30,7 @@ DOCUMENTED_KEYS = [
     "status", "failure", "eval_loss", "eval_loss_per_domain", "eval_loss_initial", "domains", "eval_proportions",
     "domain_sizes", "strategy", "steps", "wall_time_s", "weights_trajectory", "final_weights",
     "average_weights", "steps_per_round", "tokens_per_domain", "examples_per_domain",
-    "epochs_per_domain", "starved_domains", "starved_since_round", "rounds", "seed", "num_parameters", "overhead", "gram_rounds", "balance_memory_bytes",
+    "epochs_per_domain", "starved_domains", "starved_since_round", "rounds", "seed", "num_parameters", "overhead", "gram_rounds", "gq_norms", "balance_memory_bytes",
     "detours", "regroup", "resumed_from", "resumes", "config",
 ]  # fmt: skip
 
