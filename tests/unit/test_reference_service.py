@@ -328,3 +328,17 @@ def test_reference_class_comes_from_the_run_config(tmp_path: Path) -> None:
     (root / "summary.json").write_text(json.dumps(summary))
     svc = _service(root, model, dm)
     assert type(svc.ref) is ReferenceLM and type(model) is CausalLMModule
+
+
+class Payload:
+    """Not a tensor or a plain container: unpickling it would run arbitrary code paths."""
+
+
+def test_reference_holding_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
+    state = torch.load(path, weights_only=True)
+    state["extra"] = Payload()
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"strategy.reference=.*ref.ckpt holds objects other"):
+        _service(path, model, dm)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,7 +128,14 @@ class ReferenceModel(SignalService):
             )
         self.m = len(datamodule.domain_names)
         self.vocab_size = int(datamodule.vocab_size)
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        try:  # weights only: a reference file must never run code when it is read
+            ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{_KEY}='{self.reference}': {self.ckpt_path} holds objects other than tensors "
+                "and plain containers, which are not unpickled (torch.load weights_only=True; "
+                f"{str(err).splitlines()[0]}): point it at a Lightning checkpoint of an rnb run"
+            ) from err
         self._check_vocabulary(ckpt, datamodule)
         cls = type(pl_module)
         target = ((self.run_summary or {}).get("config") or {}).get("model", {}).get("_target_")
