@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
-import time
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.helpers import load_benchmark
@@ -30,28 +30,42 @@ def test_split_adds_up_to_the_resident_set() -> None:
     assert abs(sum(split.values()) - _vm_rss_mib()) < 2.0  # MiB; pages move between reads
 
 
+#: The spike, run in a fresh interpreter: the suite's own process carries other tests' heap,
+#: threads and garbage, which made the measurement flaky in CI (the peak never moved).
+_SPIKE = """
+import gc, json, mmap, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.helpers import load_benchmark
+bench = load_benchmark("big_corpus")
+gc.collect()
+sampler = bench._PeakSampler(period=0.01)
+before = sampler.sample()["anon"]
+sampler.current = "spike"
+block = mmap.mmap(-1, 64 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+pages = np.frombuffer(block, dtype=np.uint8)
+pages[:: mmap.PAGESIZE] = 1  # every page of a fresh private mapping: +64 MiB RssAnon
+del pages
+deadline = time.monotonic() + 10.0  # until the sampler's own thread records it
+while sampler.peak["anon"] < before + 60 and time.monotonic() < deadline:
+    time.sleep(0.01)
+block.close()
+sampler.current = "after"
+time.sleep(0.05)
+peak = sampler.stop()
+print(json.dumps({{"before": before, "peak": peak["anon"], "phase": sampler.peak_phase,
+                  "after": sampler.sample()["anon"]}}))
+"""
+
+
 def test_peak_sampler_sees_a_transient_anonymous_allocation_and_its_phase() -> None:
-    bench = load_benchmark("big_corpus")
-    # Earlier tests leave cyclic garbage (trainers, tensors): a collection triggered by the
-    # allocation below could free more than the block adds (CI saw anon not move at all).
-    gc.collect()
-    gc.disable()
-    try:
-        sampler = bench._PeakSampler(period=0.01)
-        before = sampler.sample()["anon"]
-        sampler.current = "spike"
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page touched
-        # Wait for the sampler's thread (not this one) to record the block: on a loaded
-        # machine it may not be scheduled within a fixed 0.1 s.
-        deadline = time.monotonic() + 10.0
-        while sampler.peak["anon"] < before + 60 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        del block
-        sampler.current = "after"
-        time.sleep(0.05)
-        peak = sampler.stop()
-    finally:
-        gc.enable()
-    assert peak["anon"] >= before + 60
-    assert sampler.peak_phase == "spike"
-    assert sampler.sample()["anon"] < peak["anon"] - 60  # freed: the peak was transient
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", _SPIKE.format(root=root)],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["peak"] >= got["before"] + 60, got
+    assert got["phase"] == "spike", got
+    assert got["after"] < got["peak"] - 60, got  # freed: the peak was transient
