@@ -299,20 +299,26 @@ def run_module(
             )
     else:
         _prepare(repo, work, mod, tests)
+    t0 = time.monotonic()
+    rc = _mutmut_run(work, [], work / "mutmut.log", timeout, children)
+    return _tally(name, work, time.monotonic() - t0, rc)
+
+
+def _mutmut_run(
+    work: Path, names: list[str], log: Path, timeout: float, children: int
+) -> int | str:
+    """``mutmut run [names]`` in the scratch copy; its exit code, or ``"timeout"``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # import the mutants
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("RNB_CACHE_DIR", str(work / "cache"))
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
-    t0 = time.monotonic()
-    log = work / "mutmut.log"
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names]
     with log.open("w") as fh:
         try:
-            rc = subprocess.run(
+            return subprocess.run(
                 cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout
             ).returncode
         except subprocess.TimeoutExpired:
-            rc = "timeout"
-    return _tally(name, work, time.monotonic() - t0, rc)
+            return "timeout"
 
 
 #: outcomes a re-run does not repeat
@@ -375,20 +381,10 @@ def rerun_survivors(name: str, repo: Path, workroot: Path, timeout: float, child
         text = text[: text.index("[tool.mutmut]")] + _mutmut_config(mod, tests)
         (root / "pyproject.toml").write_text(text)
     again = sorted(k for k, s in _results(work).items() if s not in _DONE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("RNB_CACHE_DIR", str(work / "cache"))
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *again]
     t0 = time.monotonic()
     rc: int | str = 0
     if again:  # mutmut with no names would run every mutant
-        with (work / "rerun.log").open("w") as fh:
-            try:
-                rc = subprocess.run(
-                    cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout
-                ).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
+        rc = _mutmut_run(work, again, work / "rerun.log", timeout, children)
     row = _tally(name, work, time.monotonic() - t0, rc)
     row["rerun"] = len(again)
     return row
