@@ -122,7 +122,7 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "callback": Module(
-        ("src/rnb/balance/callback.py",),
+        ("src/rnb/balance/callback.py", "src/rnb/balance/adoption.py"),
         (
             _PINNED,
             "tests/unit/test_rank_check.py",  # the DDP check, in-process
@@ -159,7 +159,9 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_grads.py",
             "tests/unit/test_fused_capture.py",
             "tests/unit/test_capture_spans.py",
+            "tests/unit/test_classifier.py",
             "tests/integration/test_host_batch.py",
+            "tests/integration/test_fused_capture_run.py",
             "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
         ),
     ),
@@ -182,7 +184,12 @@ MODULES: dict[str, Module] = {
             "src/rnb/regroup/pipeline_key.py",
             "src/rnb/regroup/pipeline_compute.py",
         ),
-        ("tests/unit/test_pipeline.py", "tests/integration/test_pipeline_labels.py"),
+        (
+            "tests/unit/test_pipeline.py",
+            "tests/integration/test_pipeline_labels.py",
+            "tests/unit/test_fit_sample.py",
+            "tests/unit/test_cache_concurrency.py::test_a_new_code_version_misses_every_cache",
+        ),
     ),
 }
 

@@ -429,3 +429,32 @@ def test_original_checks_the_eval_domains(tmp_path: Path) -> None:
     assert str(err.value) == "data.domain_field: eval domains ['w'] have no training examples"
     res = regroup.run(texts, ev_texts, predefined=doms, predefined_eval=["x"] * 24)
     assert res.names == ["x", "y", "z"] and res.train.tolist() == [0, 1, 2] * 20
+
+
+def test_the_report_gets_the_runs_sweep_reduced_embeddings_and_seed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`build_report` receives the sweep that chose k, the reduced training embeddings (for
+    the representative examples) and the run's seed, not defaults."""
+    import rnb.regroup.report as report_mod
+
+    seen: dict = {}
+    real = report_mod.build_report
+
+    def report_spy(texts, labels, labels_eval, **kw):
+        seen.update(kw, texts=list(texts), labels=np.asarray(labels))
+        return real(texts, labels, labels_eval, **kw)
+
+    monkeypatch.setattr(report_mod, "build_report", report_spy)
+    regroup, texts, ev_texts = _toy_regroup(tmp_path, seed=7)
+    doms = ["x", "y", "z"] * 20
+    res = regroup.run(texts, ev_texts, predefined=doms, reference=doms)
+    assert seen["texts"] == texts and seen["seed"] == 7
+    assert seen["domains_train"] == doms and seen["reference_train"] == doms
+    sw = seen["sweep"]
+    assert sw is not None and sw.seed == 7 and sw.rows[sw.chosen].k_found == res.summary["k"]
+    X = np.stack([_toy(60, 0, "t")[1][t] for t in texts])
+    np.testing.assert_allclose(seen["embeddings_train"], X * 2.0 + 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(seen["labels"], res.train)
+    assert seen["assignment"] is not None
+    np.testing.assert_array_equal(seen["assignment"].labels, res.eval)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rnb.accounting import OverheadMeter
+from rnb.balance.adoption import MixtureAdoption
 from rnb.balance.checkpointing import BalanceState
 from rnb.balance.context import current_lr, mixture_context
 from rnb.balance.detours import DetourRunner
@@ -24,7 +25,7 @@ from rnb.balance.strategies.base import MixingStrategy, RoundStats, uniform
 __all__ = ["BalanceCallback"]
 
 
-class BalanceCallback(BalanceState, L.Callback):
+class BalanceCallback(BalanceState, MixtureAdoption, L.Callback):
     """Runs a :class:`MixingStrategy` online and pushes its weights to the sampler.
 
     Every ``steps_per_round`` optimizer steps the round's statistics are summed across
@@ -276,17 +277,6 @@ class BalanceCallback(BalanceState, L.Callback):
         self._boundary(trainer, pl_module, stats)
 
     # ------------------------------------------------------------------ detours
-    def _accept(self, trainer: L.Trainer, new: np.ndarray, source: str) -> None:
-        """Check a strategy's mixture (simplex; equal on every rank) and adopt it."""
-        assert self.weights is not None
-        if new.shape != self.weights.shape or not np.isclose(new.sum(), 1.0) or (new < 0).any():
-            raise RuntimeError(
-                f"{type(self.strategy).__name__}.{source} returned off-simplex weights {new}"
-            )
-        if trainer.world_size > 1:
-            self._check_ranks_agree(trainer, new)
-        self.weights = new
-
     def _boundary(
         self, trainer: L.Trainer, pl_module: L.LightningModule, stats: RoundStats | None
     ) -> None:
@@ -325,19 +315,3 @@ class BalanceCallback(BalanceState, L.Callback):
         if self.trajectory and self.trajectory[-1]["step"] == step:
             self.trajectory.pop()  # the mixture it replaces trained no step
         self._record(step)
-
-    def _check_ranks_agree(self, trainer: L.Trainer, p: np.ndarray) -> None:
-        """Every rank must hold the same mixture (statistics are reduced before updating)."""
-        gathered = trainer.strategy.all_gather(torch.as_tensor(p, dtype=torch.float64))
-        spread = float((gathered - gathered[0]).abs().max())
-        # Counted so a test can tell "checked and equal" from "never checked" (spread 0 both).
-        self.rank_checks += 1
-        self.rank_spread = max(self.rank_spread, spread)
-        if spread > 1e-9:
-            raise RuntimeError(
-                f"mixture differs across ranks by {spread:.3e}: stats were not reduced"
-            )
-
-    def _record(self, step: int) -> None:
-        assert self.weights is not None
-        self.trajectory.append({"step": int(step), "weights": [float(x) for x in self.weights]})
