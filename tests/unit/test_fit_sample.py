@@ -240,3 +240,40 @@ def test_configs_compose_with_fit_sample(option: str, tmp_path: Path) -> None:
     assert regroup.streaming == "centroids"
     with pytest.raises(Exception, match="regroup.fit_sample"):
         instantiate(compose("train", ["regroup=hdbscan", "regroup.fit_sample=5000"]).regroup)
+
+
+class _RecordingPCA(PCAReducer):
+    """PCA that records the rows it is fitted on and the size of every transform call."""
+
+    def __init__(self) -> None:
+        super().__init__(n_components=3)
+        self.fitted: np.ndarray | None = None
+        self.sizes: list[int] = []
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        self.fitted = np.array(X)
+        return super().fit_transform(X)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(X))
+        return super().transform(X)
+
+
+def test_pipeline_fit_sample_reduces_on_the_seeded_sample_in_chunks(tmp_path: Path) -> None:
+    """With a real reducer, the pipeline fits it on exactly ``sample_indices(n, m, seed)`` and
+    reduces every row in ``embed_chunk_size`` chunks through a file in the work folder."""
+    r, texts, ev = _toy_regroup(tmp_path, fit_sample=200, seed=5, embed_chunk_size=256)
+    r.reducer = pca = _RecordingPCA()
+    res = r.run(texts, ev)
+    X, _ = r._embed(texts, ev)
+    np.testing.assert_array_equal(pca.fitted, np.asarray(X)[sample_indices(600, 200, 5)])
+    assert pca.sizes[:3] == [256, 256, 88]  # training rows, chunked; then the eval split
+    assert res.train.shape == (600,) and not (res.folder / "reduced.npy").exists()
+    assert res.report["fit_sample"]["seed"] == 5
+
+
+def test_pipeline_fit_sample_equal_to_n_train_fits_every_point(tmp_path: Path) -> None:
+    """``fit_sample == n_train`` exactly is "every point fitted", not a sample of them."""
+    r, texts, ev = _toy_regroup(tmp_path, fit_sample=600)
+    rec = r.run(texts, ev).report["fit_sample"]
+    assert rec["assignment"] == "every point fitted" and rec["size"] == 600
