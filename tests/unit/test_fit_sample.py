@@ -277,3 +277,24 @@ def test_pipeline_fit_sample_equal_to_n_train_fits_every_point(tmp_path: Path) -
     r, texts, ev = _toy_regroup(tmp_path, fit_sample=600)
     rec = r.run(texts, ev).report["fit_sample"]
     assert rec["assignment"] == "every point fitted" and rec["size"] == 600
+
+
+def test_pipeline_fit_sample_hands_every_setting_to_the_sampled_sweep(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import rnb.regroup.sampled as sampled_mod
+
+    seen: dict = {}
+    real = sampled_mod.sweep_sampled
+
+    def spy(X, sample, factory, values, chunk_size, **kw):
+        seen.update(kw, chunk_size=chunk_size, values=list(values), n=len(sample))
+        return real(X, sample, factory, values, chunk_size, **kw)
+
+    monkeypatch.setattr(sampled_mod, "sweep_sampled", spy)
+    settings = {"param": "n_clusters", "metric": "davies_bouldin", "silhouette_sample": 40,
+                "silhouette_metric": "euclidean", "seed": 3, "min_cluster_size": 2,
+                "noise_policy": "own_cluster"}  # fmt: skip
+    r, texts, ev = _toy_regroup(tmp_path, fit_sample=200, embed_chunk_size=128, **settings)
+    r.run(texts, ev)
+    assert seen == {**settings, "chunk_size": 128, "values": [3, 4, 5], "n": 200}
