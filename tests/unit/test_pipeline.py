@@ -58,6 +58,10 @@ def test_second_run_is_a_cache_hit(data, tmp_path: Path, monkeypatch) -> None:
     train, ev = data
     shuffled = _run(_regroup(tmp_path), (train, ev), reference=["x"] * len(train))
     assert shuffled.fingerprint != first.fingerprint
+    # and other predefined domains (the report's contingency table is over them)
+    regrouped = _run(_regroup(tmp_path), (train, ev), predefined=["x"] * len(train))
+    assert regrouped.fingerprint not in (first.fingerprint, shuffled.fingerprint)
+    assert regrouped.report["contingency"]["domains"] == ["x"]
 
 
 def test_reports_stay_in_the_cache_until_written(data, tmp_path: Path) -> None:
@@ -132,8 +136,12 @@ def test_precomputed_column_vectors_are_what_regroup_clusters(tmp_path: Path) ->
     assert regroup.input_column == "emb"
     texts = [f"text {i}" for i in range(90)]
     ev_texts = [f"eval {i}" for i in range(30)]
-    with pytest.raises(ValueError, match="regroup.embedder.column"):
+    with pytest.raises(ValueError) as err:
         regroup.run(texts, ev_texts)
+    assert str(err.value) == (
+        "regroup.embedder.column='emb': pass the column's vectors "
+        "(Regroup.run(..., vectors=(train, eval)))"
+    )
     res = regroup.run(texts, ev_texts, vectors=(X.tolist(), Xe.tolist()))
     assert res.summary["k"] == 3
     assert adjusted_rand_score(truth, res.train) == 1.0
