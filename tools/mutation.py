@@ -186,6 +186,7 @@ MODULES: dict[str, Module] = {
         ),
         (
             "tests/unit/test_pipeline.py",
+            "tests/unit/test_pipeline_cache.py",
             "tests/integration/test_pipeline_labels.py",
             "tests/unit/test_fit_sample.py",
             "tests/unit/test_cache_concurrency.py::test_a_new_code_version_misses_every_cache",
