@@ -114,3 +114,31 @@ def test_the_log_says_computed_then_loaded_from_cache(tmp_path: Path, caplog) ->
         f"Regroup computed: {res.folder}",
         f"Regroup loaded from cache: {res.folder}",
     ]
+
+
+class _Fitting(_Table):
+    """A corpus-dependent embedder (like TF-IDF): records what it is fitted on."""
+
+    def __init__(self, table: dict[str, np.ndarray], **attrs: bool) -> None:
+        super().__init__(table)
+        self.fits: list[list[str]] = []
+        self.__dict__.update(attrs)
+
+    def fit(self, texts: list[str]) -> None:
+        self.fits.append(list(texts))
+        self.is_fitted = True
+
+
+@pytest.mark.parametrize(
+    ("attrs", "fitted_by_the_key"),
+    [({"is_fitted": False}, True), ({"is_fitted": True}, False), ({}, False)],
+)
+def test_the_key_fits_only_an_unfitted_corpus_dependent_embedder(
+    tmp_path: Path, attrs: dict, fitted_by_the_key: bool
+) -> None:
+    regroup, texts, ev = _toy(tmp_path)
+    regroup.embedder = emb = _Fitting(regroup.embedder.table, **attrs)
+    regroup.fingerprint(texts, ev)
+    assert emb.fits == ([texts] if fitted_by_the_key else [])
+    regroup.fingerprint(texts, ev)  # fitted once, then never again
+    assert len(emb.fits) == int(fitted_by_the_key)
