@@ -165,6 +165,8 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_capture_sketch_rows.py",
             "tests/unit/test_capture_api.py",
             "tests/unit/test_capture_devices.py",
+            "tests/unit/test_capture_rows.py",
+            "tests/unit/test_capture_fused_edges.py",
             "tests/integration/test_host_batch.py",
             "tests/integration/test_fused_capture_run.py",
             "tests/integration/test_readme_claims.py::test_capture_mode_auto_threshold",
