@@ -327,5 +327,7 @@ def test_settled_on_the_class_is_the_descriptor_and_is_read_only() -> None:
     owner = Owner()
     with pytest.raises(AttributeError) as err:
         owner.total = 5
-    assert str(err.value) == "total is read-only; write _total"
+    assert str(err.value) == (
+        "Owner.total is read-only: it is computed (pending work settled first) from _total"
+    )
     assert owner.settled == 0 and float(owner._total) == 2.0

@@ -29,7 +29,13 @@ class Settled(Generic[T]):
         self, field: str, settle: str, doc: str, convert: Callable[[Any], T] | None = None
     ) -> None:
         self.field, self.settle, self.convert = field, settle, convert
+        self.name = field.lstrip("_")  # until the class body names it (__set_name__)
         self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        # The error names the attribute the caller wrote (`skipped_nonfinite`), not the
+        # private field behind it (`_skipped`).
+        self.name = f"{owner.__name__}.{name}"
 
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Settled[T]: ...
@@ -44,4 +50,7 @@ class Settled(Generic[T]):
 
     def __set__(self, obj: object, value: object) -> None:
         # A data descriptor, so an assignment cannot silently shadow the settled value.
-        raise AttributeError(f"{self.field.lstrip('_')} is read-only; write {self.field}")
+        raise AttributeError(
+            f"{self.name} is read-only: it is computed (pending work settled first) from "
+            f"{self.field}"
+        )
