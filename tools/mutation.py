@@ -125,7 +125,8 @@ MODULES: dict[str, Module] = {
         ("src/rnb/balance/callback.py", "src/rnb/balance/adoption.py"),
         (
             _PINNED,
-            "tests/unit/test_rank_check.py",  # the DDP check, in-process
+            "tests/unit/test_rank_check.py",
+            "tests/unit/test_callback_hooks.py",  # the DDP check, in-process
             "tests/unit/test_callback_detours_done.py",
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
             "tests/integration/test_rank_reduce.py",  # + the services' sums (DoReMi, DGA, Skill-It)
