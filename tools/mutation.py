@@ -268,6 +268,29 @@ def _results(work: Path) -> dict[str, str]:
     return out
 
 
+#: every mutant's latest outcome, kept beside mutmut's records: a run by name (a re-run)
+#: rewrites mutmut's ``.meta`` files with the named mutants only, the others reading as
+#: never checked, so the killed ones of the first run would drop out of the score
+_LEDGER = "outcomes.json"
+
+
+def _outcomes(work: Path) -> dict[str, str]:
+    """Mutant name -> latest outcome: the ledger when a run wrote one, else mutmut's records."""
+    ledger = work / _LEDGER
+    return json.loads(ledger.read_text()) if ledger.exists() else _results(work)
+
+
+def merge_outcomes(
+    earlier: dict[str, str], rerun: dict[str, str], names: list[str]
+) -> dict[str, str]:
+    """Outcomes after re-running ``names``: theirs from ``rerun`` (mutmut's records, which
+    then hold only those), every other mutant's from ``earlier``; a re-run mutant that the
+    time limit cut off (``not checked`` or missing) keeps its earlier outcome."""
+    out = dict(earlier)
+    out.update({k: rerun[k] for k in names if rerun.get(k, "not checked") != "not checked"})
+    return out
+
+
 def _show(work: Path, mutant: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
                           capture_output=True, text=True)  # fmt: skip
@@ -317,7 +340,9 @@ def run_module(
         _prepare(repo, work, mod, tests)
     t0 = time.monotonic()
     rc = _mutmut_run(work, [], work / "mutmut.log", timeout, children)
-    return _tally(name, work, time.monotonic() - t0, rc)
+    status = _results(work)  # a whole run (or its resumption) leaves every outcome there
+    (work / _LEDGER).write_text(json.dumps(status, indent=0, sort_keys=True))
+    return _tally(name, work, time.monotonic() - t0, rc, status)
 
 
 def _mutmut_run(
@@ -341,9 +366,8 @@ def _mutmut_run(
 _DONE = ("killed", "timeout", "not checked")
 
 
-def _tally(name: str, work: Path, wall: float, rc: int | str) -> dict:
-    """The module's score from the scratch copy's recorded outcomes."""
-    status = _results(work)
+def _tally(name: str, work: Path, wall: float, rc: int | str, status: dict[str, str]) -> dict:
+    """The module's score from every mutant's outcome."""
     killed = sum(s in ("killed", "timeout") for s in status.values())
     checked = {k: s for k, s in status.items() if s != "not checked"}
     survivors = sorted(k for k, s in checked.items() if s not in ("killed", "timeout"))
@@ -396,12 +420,15 @@ def rerun_survivors(name: str, repo: Path, workroot: Path, timeout: float, child
         text = (root / "pyproject.toml").read_text()
         text = text[: text.index("[tool.mutmut]")] + _mutmut_config(mod, tests)
         (root / "pyproject.toml").write_text(text)
-    again = sorted(k for k, s in _results(work).items() if s not in _DONE)
+    status = _outcomes(work)
+    again = sorted(k for k, s in status.items() if s not in _DONE)
     t0 = time.monotonic()
     rc: int | str = 0
     if again:  # mutmut with no names would run every mutant
         rc = _mutmut_run(work, again, work / "rerun.log", timeout, children)
-    row = _tally(name, work, time.monotonic() - t0, rc)
+        status = merge_outcomes(status, _results(work), again)
+        (work / _LEDGER).write_text(json.dumps(status, indent=0, sort_keys=True))
+    row = _tally(name, work, time.monotonic() - t0, rc, status)
     row["rerun"] = len(again)
     return row
 
