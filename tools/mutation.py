@@ -116,6 +116,7 @@ MODULES: dict[str, Module] = {
         ),
         (
             "tests/unit/test_detour_plan.py",
+            "tests/unit/test_detour_math_edges.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/integration/test_detours.py",
