@@ -145,3 +145,14 @@ def test_setup_logs_the_matrix_size(caplog: pytest.LogCaptureFixture) -> None:
     assert messages == [
         "gradient probe: 2 x 65536 fp32 matrix (0.5 MiB) over 65536 of 65540 parameters"
     ]
+
+
+def test_matrix_is_on_the_parameters_device() -> None:
+    """The buffer lives where the probed parameters are, not on the default device
+    (``meta`` stands in for an accelerator)."""
+    with torch.device("meta"):
+        model = _Linear()
+    svc = GradientProbe(batch_size=2, target=None, params="lin.*")
+    svc.setup(SimpleNamespace(), model, _dm([4, 4]), OverheadMeter())  # type: ignore[arg-type]
+    assert svc.matrix is not None and svc.matrix.device.type == "meta"
+    assert svc.matrix.shape == (2, 4) and svc.matrix.dtype == torch.float32
