@@ -156,3 +156,13 @@ def test_matrix_is_on_the_parameters_device() -> None:
     svc.setup(SimpleNamespace(), model, _dm([4, 4]), OverheadMeter())  # type: ignore[arg-type]
     assert svc.matrix is not None and svc.matrix.device.type == "meta"
     assert svc.matrix.shape == (2, 4) and svc.matrix.dtype == torch.float32
+
+
+def test_a_small_domain_does_not_end_the_draw() -> None:
+    """A domain with no more examples than ``batch_size`` gives all of them, and the
+    domains after it are still drawn and probed."""
+    svc, model = _setup(SimpleNamespace(), dm=_dm([1, 2, 4]))
+    small, exact, large = svc.draw(0)
+    assert small.tolist() == [0] and exact.tolist() == [1, 2]
+    assert large.size == 2 and set(large.tolist()) <= {3, 4, 5, 6}
+    assert float(svc.probe(model)[2].abs().max()) > 0.0
