@@ -88,6 +88,8 @@ MODULES: dict[str, Module] = {
         ("src/rnb/balance/services/gradient_probe.py", "src/rnb/balance/services/probe_params.py"),
         (
             "tests/unit/test_gradient_probe.py",
+            "tests/unit/test_gradient_probe_config.py",
+            "tests/unit/test_gradient_probe_edges.py",
             "tests/integration/test_grad_strategies.py",
             # rows summed over two in-process ranks, divided by 2: one rank's brute-force grad
             "tests/integration/test_rank_reduce.py::test_gradient_probe_rows_are_averaged_over_ranks",
