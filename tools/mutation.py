@@ -129,7 +129,8 @@ MODULES: dict[str, Module] = {
         (
             _PINNED,
             "tests/unit/test_rank_check.py",
-            "tests/unit/test_callback_hooks.py",  # the DDP check, in-process
+            "tests/unit/test_callback_hooks.py",
+            "tests/unit/test_callback_setup.py",  # the DDP check, in-process
             "tests/unit/test_callback_detours_done.py",
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
             "tests/integration/test_rank_reduce.py",  # + the services' sums (DoReMi, DGA, Skill-It)
