@@ -29,6 +29,7 @@ def test_defaults_equal_the_train_yaml() -> None:
     cb = BalanceCallback(RnB())
     assert cb.warmup_rounds == 0 and cb.gram_signal is not None and cb.gram_signal.save_gram
     assert cb.steps_per_round == RnB.default_steps_per_round
+    assert not BalanceCallback(RnB(), save_gram=False).gram_signal.save_gram
 
 
 def test_invalid_round_settings_are_refused_naming_the_key() -> None:
