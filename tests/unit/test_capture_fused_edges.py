@@ -162,12 +162,16 @@ def test_fused_one_domain_batch_reuses_the_scratch() -> None:
     assert cap.counts.tolist() == [2.0, 5.0, 3.0]
 
 
-def test_fused_nonfinite_batches_are_each_counted() -> None:
+@pytest.mark.parametrize(
+    ("kw", "bad"), [({"fused": True}, (0, 0, "inf")), ({"buffer_mb": 0}, (2, 1, "nan"))]
+)
+def test_nonfinite_batches_are_each_counted(kw: dict, bad: tuple) -> None:
+    """Fused path and hook path alike: every non-finite batch is skipped and counted."""
     head = nn.Linear(4, 3)
-    cap = HeadGradientCapture(head, 2, mode="exact", fused=True)
+    cap = HeadGradientCapture(head, 2, mode="exact", **kw)
     cap.attach()
     x = torch.randn(4, 4)
-    x[0, 0] = float("inf")
+    x[bad[0], bad[1]] = float(bad[2])
     for _ in range(3):
         cap.set_batch(torch.tensor([0, 1, 1, 0]))
         head(x).sum().backward()
@@ -241,18 +245,6 @@ def test_fused_float64_head_gradients_come_from_the_fp32_products() -> None:
 
 
 # ----------------------------------------------------------------------------- hooks
-def test_hook_nonfinite_batches_are_each_counted() -> None:
-    head = nn.Linear(4, 3)
-    cap = HeadGradientCapture(head, 2, mode="exact", buffer_mb=0)
-    cap.attach()
-    x = torch.randn(4, 4)
-    x[2, 1] = float("nan")
-    for _ in range(3):
-        cap.set_batch(torch.tensor([0, 1, 1, 0]))
-        head(x).sum().backward()
-    assert cap.skipped_nonfinite == 3 and cap.counts.tolist() == [0.0, 0.0]
-
-
 def test_hook_ignores_an_output_without_grad() -> None:
     head = nn.Linear(4, 3).requires_grad_(False)
     cap = HeadGradientCapture(head, 2, mode="exact")

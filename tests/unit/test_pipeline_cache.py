@@ -15,17 +15,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 import rnb.regroup.pipeline as pipeline_mod
 from rnb.regroup.pipeline import Regroup
 from rnb.regroup.pipeline_key import _describe
-
-
-class _Table:
-    def __init__(self, table: dict[str, np.ndarray]) -> None:
-        self.table = table
-
-    def encode(self, texts) -> np.ndarray:
-        return np.stack([self.table[t] for t in texts]).astype(np.float32)
-
-    def fingerprint(self) -> str:
-        return "table"
+from tests.unit.test_fit_sample import _Table
 
 
 class _Identity:
