@@ -12,6 +12,7 @@ import inspect
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,13 +58,18 @@ class _Recorder:
 
     def __init__(self, ret: Any = None, **attrs: Any) -> None:
         self.calls: list[tuple[str, tuple]] = []
+        self.keywords: list[dict[str, Any]] = []
         self.ret = ret
         self.__dict__.update(attrs)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return lambda *args, **kw: (self.calls.append((name, args)), self.ret)[1]
+        return lambda *args, **kw: (
+            self.calls.append((name, args)),
+            self.keywords.append(kw),
+            self.ret,
+        )[2]
 
 
 def _wired(world_size: int = 1, active: bool = True) -> tuple[BalanceCallback, SimpleNamespace]:
@@ -120,3 +126,61 @@ def test_detour_hooks_get_the_cross_rank_sum_under_ddp() -> None:
     for reduce_fn in (before[3], after[3]):
         assert float(reduce_fn(torch.tensor(3.0))) == 6.0  # SUM over the two ranks
     assert before[:3] == (0, w.trainer, MODULE) and after[:3] == (1, w.trainer, MODULE)
+
+
+class _LossWeighted(Stratified):
+    needs = frozenset({"loss_weights"})
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_train_start_reapplies_restored_loss_weights(active: bool) -> None:
+    """After a restore, a loss-reweighting strategy's mixture reaches the loss again (the
+    sampler too, unless its restored schedule holds queued in-line detours)."""
+    cb = BalanceCallback(_LossWeighted())
+    cb.trajectory = [{"step": 4, "weights": [0.5, 0.5]}]  # restored: not a fresh start
+    cb.detours = SimpleNamespace(active=active)
+    applied: list = []
+    cb._apply = lambda module, sampler=True: applied.append((module, sampler))
+    cb.on_train_start(SimpleNamespace(global_step=4), MODULE)
+    assert applied == [(MODULE, not active)] and cb._last_step == 4
+    plain = BalanceCallback(Stratified())
+    plain.trajectory, plain.detours = cb.trajectory, cb.detours
+    plain._apply = lambda module, sampler=True: applied.append("plain")
+    plain.on_train_start(SimpleNamespace(global_step=4), MODULE)
+    assert applied == [(MODULE, not active)]  # a sampling-only strategy re-applies nothing
+
+
+def test_a_round_ending_inside_an_inline_detour_is_refused() -> None:
+    cb = BalanceCallback(Stratified())
+    cb.round, cb.detours = 3, SimpleNamespace(active=True)
+    with pytest.raises(RuntimeError) as err:
+        cb._boundary(SimpleNamespace(), MODULE, None)
+    assert str(err.value) == (
+        "round 3 ended inside an in-line detour: raise balance.steps_per_round or shorten "
+        "the strategy's detours"
+    )
+
+
+def test_boundary_hands_the_plan_its_mixture_and_the_next_round_boundary() -> None:
+    cb = BalanceCallback(Stratified(), steps_per_round=5)
+    cb.weights, cb.batches_seen, cb.round = np.array([0.25, 0.75]), 7, 1
+    planned: list = []
+
+    def plan_detours(stats, weights):
+        planned.append(weights.copy())
+        weights[:] = 0.0  # scribbling on its copy must not reach the callback
+        return ["detour"]
+
+    cb.strategy.plan_detours = plan_detours
+    cb.sampler = SimpleNamespace(weights=np.array([0.25, 0.75]))
+    cb.detours = _Recorder(ret=True, active=False, accumulate=2)
+    done: list = []
+    cb._detours_done = lambda trainer, module: done.append((trainer, module))
+    trainer = SimpleNamespace(world_size=1)
+    cb._boundary(trainer, MODULE, None)
+    np.testing.assert_array_equal(planned[0], [0.25, 0.75])
+    np.testing.assert_array_equal(cb.weights, [0.25, 0.75])
+    ((name, args),) = cb.detours.calls
+    assert name == "start" and args[0] == ["detour"] and args[2] is MODULE
+    assert cb.detours.keywords[0] == {"next_boundary": 7 + 5 * 2, "reduce_fn": None}
+    assert done == [(trainer, MODULE)]
