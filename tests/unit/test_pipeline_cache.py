@@ -132,3 +132,46 @@ def test_the_key_fits_only_an_unfitted_corpus_dependent_embedder(
     assert emb.fits == ([texts] if fitted_by_the_key else [])
     regroup.fingerprint(texts, ev)  # fitted once, then never again
     assert len(emb.fits) == int(fitted_by_the_key)
+
+
+class _Named(_Table):
+    def __init__(self, table: dict[str, np.ndarray], name: str) -> None:
+        super().__init__(table)
+        self.name = name
+
+    def fingerprint(self) -> str:
+        return self.name
+
+
+class _NamedIdentity(_Identity):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fingerprint(self) -> str:
+        return self.name
+
+
+def test_the_key_covers_the_embedders_and_reducers_fingerprints(tmp_path: Path) -> None:
+    """Another embedder or reducer (same inputs, same settings) is another result folder."""
+    regroup, texts, ev = _toy(tmp_path)
+    table = regroup.embedder.table
+    keys = set()
+    for emb, red in (("e1", "r1"), ("e2", "r1"), ("e1", "r2")):
+        regroup.embedder, regroup.reducer = _Named(table, emb), _NamedIdentity(red)
+        keys.add(regroup.fingerprint(texts, ev))
+    assert len(keys) == 3
+
+
+def test_column_vectors_add_to_the_texts_in_the_key(tmp_path: Path) -> None:
+    """With column vectors the texts still enter the key (they feed the report)."""
+    regroup, texts, ev = _toy(tmp_path)
+    vectors = ([[1.0, 0.0, 0.0]] * len(texts), [[0.0, 1.0, 0.0]] * len(ev))
+
+    class _Column(_Table):
+        def encode(self, items) -> np.ndarray:
+            return np.asarray(items, dtype=np.float32)
+
+    regroup.embedder = _Column({})
+    a = regroup.fingerprint(texts, ev, vectors=vectors)
+    b = regroup.fingerprint([t + "!" for t in texts], ev, vectors=vectors)
+    assert a != b
