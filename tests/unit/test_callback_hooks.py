@@ -72,8 +72,10 @@ class _Recorder:
         )[2]
 
 
-def _wired(world_size: int = 1, active: bool = True) -> tuple[BalanceCallback, SimpleNamespace]:
-    cb = BalanceCallback(RnB(), steps_per_round=2)
+def _wired(
+    world_size: int = 1, active: bool = True, strategy: Any = None
+) -> tuple[BalanceCallback, SimpleNamespace]:
+    cb = BalanceCallback(strategy or RnB(), steps_per_round=2)
     cb.stats = _Recorder()
     cb.services = [_Recorder()]
     cb.gram_signal = _Recorder()
@@ -184,3 +186,11 @@ def test_boundary_hands_the_plan_its_mixture_and_the_next_round_boundary() -> No
     assert name == "start" and args[0] == ["detour"] and args[2] is MODULE
     assert cb.detours.keywords[0] == {"next_boundary": 7 + 5 * 2, "reduce_fn": None}
     assert done == [(trainer, MODULE)]
+
+
+def test_a_static_strategy_ends_its_rounds_with_the_module_too() -> None:
+    """Static mixtures skip the meter, not the round: `_end_round` gets the same arguments."""
+    cb, w = _wired(active=False, strategy=Stratified())
+    cb.on_train_batch_end(w.trainer, MODULE, OUTPUTS, BATCH, 0)
+    assert [c[0] for c in cb.stats.calls] == ["update"]
+    assert w.rounds == [(w.trainer, MODULE, 2)]
