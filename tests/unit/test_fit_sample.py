@@ -127,8 +127,12 @@ def test_unsupported_clusterers_are_refused_naming_the_key() -> None:
         check_streamable(partial(HDBSCAN, min_cluster_size=5))
     with pytest.raises(ValueError, match="regroup.fit_sample"):  # before any embedding
         Regroup(None, NoReducer(), partial(HDBSCAN), fit_sample=100)
-    with pytest.raises(ValueError, match="regroup.fit_sample: regroup=original"):
+    with pytest.raises(ValueError) as err:
         Regroup(None, NoReducer(), partial(OriginalDomains), fit_sample=100)
+    assert str(err.value) == (
+        "regroup.fit_sample: regroup=original keeps the predefined domains and fits nothing; "
+        "set regroup.fit_sample=null"
+    )
     for bad in (1, 2.5, True):
         with pytest.raises(ValueError, match="regroup.fit_sample"):
             Regroup(None, NoReducer(), partial(KMeans), fit_sample=bad)
@@ -228,7 +232,9 @@ def test_pipeline_float16_cache_is_a_float16_memmap(tmp_path: Path) -> None:
     assert X.dtype == Xe.dtype == np.float16 and isinstance(X, np.memmap)
     r32, _, _ = _toy_regroup(tmp_path)
     assert r.fingerprint(texts, ev) != r32.fingerprint(texts, ev)
-    np.testing.assert_allclose(X, r32._embed(texts, ev)[0], rtol=1e-3, atol=1e-3)
+    X32 = r32._embed(texts, ev)[0]
+    assert X32.dtype == np.float32  # its own cache entry, not the float16 one
+    np.testing.assert_allclose(X, X32, rtol=1e-3, atol=1e-3)
     assert r.run(texts, ev).train.shape == (600,)
 
 
