@@ -128,9 +128,9 @@ MODULES: dict[str, Module] = {
         ("src/rnb/balance/callback.py", "src/rnb/balance/adoption.py"),
         (
             _PINNED,
-            "tests/unit/test_rank_check.py",
+            "tests/unit/test_rank_check.py",  # the DDP check, in-process
             "tests/unit/test_callback_hooks.py",
-            "tests/unit/test_callback_setup.py",  # the DDP check, in-process
+            "tests/unit/test_callback_setup.py",
             "tests/unit/test_callback_detours_done.py",
             # the cross-rank sums, in-process (a strategy playing two identical ranks)
             "tests/integration/test_rank_reduce.py",  # + the services' sums (DoReMi, DGA, Skill-It)
@@ -284,6 +284,10 @@ def _outcomes(work: Path) -> dict[str, str]:
     return json.loads(ledger.read_text()) if ledger.exists() else _results(work)
 
 
+def _save_outcomes(work: Path, status: dict[str, str]) -> None:
+    (work / _LEDGER).write_text(json.dumps(status, indent=0, sort_keys=True))
+
+
 def merge_outcomes(
     earlier: dict[str, str], rerun: dict[str, str], names: list[str]
 ) -> dict[str, str]:
@@ -345,7 +349,7 @@ def run_module(
     t0 = time.monotonic()
     rc = _mutmut_run(work, [], work / "mutmut.log", timeout, children)
     status = _results(work)  # a whole run (or its resumption) leaves every outcome there
-    (work / _LEDGER).write_text(json.dumps(status, indent=0, sort_keys=True))
+    _save_outcomes(work, status)
     return _tally(name, work, time.monotonic() - t0, rc, status)
 
 
@@ -431,7 +435,7 @@ def rerun_survivors(name: str, repo: Path, workroot: Path, timeout: float, child
     if again:  # mutmut with no names would run every mutant
         rc = _mutmut_run(work, again, work / "rerun.log", timeout, children)
         status = merge_outcomes(status, _results(work), again)
-        (work / _LEDGER).write_text(json.dumps(status, indent=0, sort_keys=True))
+        _save_outcomes(work, status)
     row = _tally(name, work, time.monotonic() - t0, rc, status)
     row["rerun"] = len(again)
     return row
