@@ -119,6 +119,9 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_detour_plan.py",
             "tests/unit/test_detour_math_edges.py",
+            "tests/unit/test_skills_graph_edges.py",
+            "tests/unit/test_skills_graph_plot.py",
+            "tests/unit/test_detour_runner_inline.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/integration/test_detours.py",

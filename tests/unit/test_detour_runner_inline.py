@@ -171,3 +171,14 @@ def test_before_batch_ignores_batches_that_start_no_detour(
     h.runner.before_batch(5, h.trainer, h.module, reduce_before)  # repeated: still once
     assert h.log == [("before", 5, reduce_before)]
     np.testing.assert_array_equal(h.runner.pending_before, _loss(1))
+
+
+def test_a_plan_at_the_first_batch_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan made before step 0 queues its detours from batch 0: that is a start too."""
+    h = Harness(monkeypatch, accumulate=1)
+    one = Detour(2, kind="inline", domain=1)
+    h.start([one], first=0, boundary=4)
+    [(consumed, [res])] = h.run(range(0, 4))
+    assert consumed == 2
+    assert h.log == [("before", 0, reduce_before), ("after", 2, reduce_after)]
+    _check(res, one, before=1, after=2, step=2)

@@ -222,3 +222,32 @@ def test_round_without_tokens_after_some_were_seen() -> None:
     new = s.update(_stats([NAN] * 3, tokens=[0, 0, 0]), W)
     a = W * np.exp([0.5, 0.0, 0.0])
     np.testing.assert_allclose(new, a / a.sum(), rtol=1e-12)
+
+
+def test_host_arrays_and_float32_give_the_float64_scores() -> None:
+    """A service may send lists, NumPy arrays or float32 tensors: all are widened to float64
+    before any arithmetic (the unseen-domain mean below differs in float32)."""
+    clipped, tokens = [0.1, 0.7, 0.3], [5, 0, 2]  # integer token counts; b absent
+    f32 = np.asarray(clipped, dtype=np.float32).astype(np.float64)  # the values float32 keeps
+    expected = {
+        "list": [0.1, (0.1 + 0.3) / 2, 0.3],
+        "float32": [f32[0], (f32[0] + f32[2]) / 2, f32[2]],  # b: mean over a and c, in float64
+    }
+    assert np.float32(clipped[0]) + np.float32(clipped[2]) != f32[0] + f32[2]  # float32 rounds
+    inputs = {
+        "list": (list, "list"),
+        "numpy": (np.asarray, "list"),
+        "numpy float32": (lambda v: np.asarray(v, dtype=np.float32), "float32"),
+        "torch float32": (lambda v: torch.tensor(v, dtype=torch.float32), "float32"),
+    }
+    for name, (convert, want) in inputs.items():
+        stats = _stats(clipped, tokens=tokens)
+        stats.extra["excess_loss"] = {
+            "clipped": convert(clipped),
+            "mean": convert(clipped),
+            "tokens": convert(tokens),
+            "vocab_size": 1000,
+        }
+        got = _strategy(initial_score="mean").domain_scores(stats)
+        assert got.dtype == np.float64, name
+        np.testing.assert_array_equal(got, expected[want], err_msg=name)

@@ -40,7 +40,10 @@ class RowPlan:
 def parse_batch(
     domain_ids: torch.Tensor | np.ndarray, row_mask: torch.Tensor | np.ndarray | None, m: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Host copies of a batch's ``[B]`` domain ids (int64) and ``[B, T]`` row mask (bool).
+    """Host arrays of a batch's ``[B]`` domain ids (int64) and ``[B, T]`` row mask (bool).
+
+    An input that already is an int64 (bool) host array is returned as a view, not copied:
+    the capture only reads them, and a copy per step would cost more than the check.
 
     Raises:
         ValueError: an id outside ``[0, m)`` or a mask whose first dimension is not ``B``.
