@@ -9,6 +9,7 @@ and ``s = (.5, .1, 0)``, ``α·e^s = (.329744, .331551, .5)`` sums to ``1.161295
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -251,3 +252,16 @@ def test_host_arrays_and_float32_give_the_float64_scores() -> None:
         got = _strategy(initial_score="mean").domain_scores(stats)
         assert got.dtype == np.float64, name
         np.testing.assert_array_equal(got, expected[want], err_msg=name)
+
+
+def test_smoothing_one_is_allowed_and_gives_the_uniform_mixture() -> None:
+    """``ε = 1`` is the closed end of ``[0, 1]``: every update returns the uniform mixture."""
+    s = _strategy(smoothing=1.0)
+    assert s.smoothing == 1.0
+    np.testing.assert_allclose(s.update(_stats([0.5, 0.1, 0.0]), W), [1 / 3] * 3, rtol=1e-12)
+
+
+def test_unknown_proxy_mixture_error_text() -> None:
+    want = "strategy.proxy_mixture must be uniform, natural or a list of weights, got 'skewed'"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        DoReMi(proxy_mixture="skewed")
