@@ -247,3 +247,15 @@ def test_exponentiated_step_edges() -> None:
     e = w[1:] * np.exp([1.0, 0.0])
     expected = np.concatenate([w[:1], w[1:].sum() * e / e.sum()]) / w.sum()
     np.testing.assert_allclose(new, expected, rtol=1e-13)
+
+
+def test_doge_hyperparameter_boundaries() -> None:
+    """The edges of each documented range: accepted values stay as given, the first refused
+    one names its key with the exact text."""
+    s = DoGE(clip_norm=0.5, score_clip=(1.0, 1.0), eps=0.0)  # all at or inside the bounds
+    assert (s.clip_norm, s.score_clip, s.eps) == (0.5, [1.0, 1.0], 0.0)
+    assert DoGE(clip_norm=None).clip_norm is None  # null: no clipping
+    with pytest.raises(ValueError, match=r"^strategy\.clip_norm must be > 0 or null, got 0\.0$"):
+        DoGE(clip_norm=0.0)
+    with pytest.raises(ValueError, match=r"^strategy\.eps must be >= 0, got -1e-09$"):
+        DoGE(eps=-1e-9)
