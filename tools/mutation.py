@@ -124,6 +124,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_skills_graph_plot.py",
             "tests/unit/test_detour_runner_inline.py",
             "tests/unit/test_detour_runner_state.py",
+            "tests/unit/test_sandbox_restore.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/integration/test_detours.py",
