@@ -125,9 +125,12 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_detour_runner_inline.py",
             "tests/unit/test_detour_runner_state.py",
             "tests/unit/test_sandbox_restore.py",
+            "tests/unit/test_detour_runner_sandboxed.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
             "tests/integration/test_detours.py",
+            # sandboxed detours on two in-process ranks: every sum, brute-force losses, FLOPs
+            "tests/integration/test_rank_reduce_detours.py",
         ),
     ),
     "callback": Module(
