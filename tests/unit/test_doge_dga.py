@@ -259,3 +259,25 @@ def test_doge_hyperparameter_boundaries() -> None:
         DoGE(clip_norm=0.0)
     with pytest.raises(ValueError, match=r"^strategy\.eps must be >= 0, got -1e-09$"):
         DoGE(eps=-1e-9)
+
+
+def test_dga_hyperparameter_boundaries() -> None:
+    """The edges of each documented range: ``eta = 0`` (a frozen mixture), ``ema = 0`` (no
+    smoothing: the plain step) and ``target: file`` are accepted; an infinite or negative
+    ``eta`` and ``mu = 0`` are refused with the exact text."""
+    w0 = np.array([0.5, 0.3, 0.2])
+    strat = DGA(eta=0.0)
+    assert strat.eta == 0.0
+    np.testing.assert_allclose(strat.update(_stats(), w0), w0, rtol=1e-15)  # a zero step
+    strat = DGA(eta=0.1, lr_scaled=False, ema=0.0)
+    assert strat.ema == 0.0
+    align = np.array([8.0, 16.0, 2.0])
+    new = strat.update(_stats(), w0)
+    np.testing.assert_allclose(new, _softmax_update(w0, 0.1 * align), rtol=1e-12)
+    assert DGA(target="file").target == "file"
+    for eta in (float("inf"), -1.0):
+        want = rf"^strategy\.eta must be a finite number >= 0, got {eta}$"
+        with pytest.raises(ValueError, match=want):
+            DGA(eta=eta)
+    with pytest.raises(ValueError, match=r"^strategy\.mu must be a finite number > 0, got 0\.0$"):
+        DGA(mu=0.0)

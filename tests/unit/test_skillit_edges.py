@@ -1,8 +1,10 @@
-"""Skill-It edges: exact error texts, nan in the window, the eval loss's and L_0's types."""
+"""Skill-It edges: exact error texts, boundary values, large scores, nan in the window, a
+loaded graph's binary_off_diagonal, the eval loss's and L_0's types."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from rnb.balance.detour_plan import Detour, DetourResult
 from rnb.balance.strategies.base import MixtureContext, RoundStats
-from rnb.balance.strategies.skillit import SkillIt
+from rnb.balance.strategies.skillit import SkillIt, skillit_weights
 
 NAMES = ["a", "b", "c"]
 U = np.full(3, 1 / 3)
@@ -121,3 +123,71 @@ def test_initial_losses_of_any_dtype_give_a_float64_mixture(dtype: type) -> None
     assert p0.dtype == np.float64
     np.testing.assert_allclose(p0, _softmax(before.astype(np.float64).tolist()), rtol=1e-12)
     assert s.state_dict()["history"] == [before.astype(np.float64).tolist()]
+
+
+def test_large_scores_give_the_exact_softmax() -> None:
+    """``η·A·L`` of several hundred (a long window of large losses, or a large ``η``) is shifted
+    by its maximum before ``exp``: no overflow to inf/inf and no underflow to 0/0. The
+    reference is the softmax of the scores shifted by hand, in exact float64 arithmetic."""
+    A = np.eye(3)
+    for losses in ([400.0, 399.0, 390.0], [-400.0, -401.0, -420.0], [800.0, 0.0, -800.0]):
+        p = skillit_weights(A, np.array(losses), eta=1.0)
+        assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0, abs=1e-15), losses
+        np.testing.assert_allclose(p, _softmax(losses), rtol=1e-12)
+    # 2 · 200 = 400: the same through a strategy's update
+    s = _identity(eta=2.0, window=1)
+    p0 = s.detours_done(_initial(np.array([200.0, 199.5, 150.0])), U)
+    np.testing.assert_allclose(p0, _softmax([400.0, 399.0, 300.0]), rtol=1e-12)
+
+
+def test_one_step_graph_runs_and_a_window_of_one_are_accepted() -> None:
+    """``graph_steps`` and ``window`` are ``>= 1``: 1 is the smallest accepted value. A window
+    of one uses only the latest round's losses (each round forgets the previous ones)."""
+    s = SkillIt(graph="estimate", graph_steps=1, save_graph=False)
+    s.setup(MixtureContext(NAMES, np.full(3, 10), U.copy()))
+    assert [d.steps for d in s.plan_detours(None, U)] == [1, 1, 1]
+    s = _identity(eta=1.0, window=1)
+    p0 = s.detours_done(_initial(np.array([3.0, 1.0, 2.0])), U)
+    np.testing.assert_allclose(p0, _softmax([3.0, 1.0, 2.0]), rtol=1e-12)
+    p1 = s.update(_stats(torch.tensor([0.0, 2.0, 1.0], dtype=torch.float64)), p0)
+    np.testing.assert_allclose(p1, _softmax([0.0, 2.0, 1.0]), rtol=1e-12)  # L_0 forgotten
+    p2 = s.update(_stats(torch.tensor([1.0, 0.0, 4.0], dtype=torch.float64), 1), p1)
+    np.testing.assert_allclose(p2, _softmax([1.0, 0.0, 4.0]), rtol=1e-12)
+    assert s.state_dict()["history"] == [[1.0, 0.0, 4.0]]
+
+
+@pytest.mark.parametrize("graph", ["", None, 5])
+def test_a_graph_spec_that_is_not_a_nonempty_string_is_refused(graph: object) -> None:
+    """An empty or non-string ``graph`` is refused by the spec check itself, word for word
+    (not by the later file lookup, whose text would speak of a missing file)."""
+    want = f"strategy.graph: 'estimate', 'identity' or a .npy path, got {graph!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        SkillIt(graph=graph)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("graph", ["estimate", "identity"])
+def test_binary_off_diagonal_needs_a_loaded_graph(graph: str) -> None:
+    """``binary_off_diagonal`` rewrites a 0/1 file; with an estimated or identity graph there
+    is nothing to rewrite, and the key is refused with the exact text."""
+    want = "strategy.binary_off_diagonal applies to a loaded graph (a path)"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        SkillIt(graph=graph, binary_off_diagonal=0.5)
+
+
+def test_binary_off_diagonal_reaches_the_loaded_graph(tmp_path: Path) -> None:
+    """Set on the strategy, ``binary_off_diagonal`` is applied when the graph is loaded in
+    ``setup``: the held graph, the saved ``skills_graph.npy`` and the mixture all use 0.5 for
+    the file's off-diagonal ones (the diagonal ones stay 1)."""
+    path = tmp_path / "binary.npy"
+    np.save(path, np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]))
+    A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.5, 0.0, 1.0]])
+    out = tmp_path / "run"
+    s = SkillIt(graph=str(path), binary_off_diagonal=0.5, eta=1.0)
+    assert s.binary_off_diagonal == 0.5
+    s.setup(MixtureContext(NAMES, np.full(3, 10), U.copy(), output_dir=out))
+    np.testing.assert_array_equal(s.skills_graph, A)
+    np.testing.assert_array_equal(np.load(out / "skills_graph.npy"), A)
+    L0 = np.array([2.0, 1.0, 4.0])
+    p0 = s.detours_done(_initial(L0), U)
+    # A·L0 = (2 + 0.5, 1 + 2, 1 + 4) = (2.5, 3, 5)
+    np.testing.assert_allclose(p0, _softmax([2.5, 3.0, 5.0]), rtol=1e-12)
