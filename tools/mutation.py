@@ -73,6 +73,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_unimax_strategy.py",
             "tests/unit/test_rnb_unsampled.py",
             "tests/unit/test_doge_dga.py",
+            "tests/unit/test_grad_signal.py",
             "tests/integration/test_grad_strategies.py::test_planted_target_domain_gains_weight",
             "tests/unit/test_doremi_strategy.py",
             "tests/unit/test_skillit.py",
