@@ -127,6 +127,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_detour_runner_state.py",
             "tests/unit/test_sandbox_restore.py",
             "tests/unit/test_sandbox_step.py",
+            "tests/unit/test_detour_runner_setup.py",
             "tests/unit/test_detour_runner_sandboxed.py",
             "tests/unit/test_skillit.py",
             "tests/unit/test_aioli.py",
