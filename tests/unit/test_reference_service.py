@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +18,16 @@ from rnb.balance.services.reference import ReferenceModel
 from rnb.balance.strategies.doremi import DoReMi
 from rnb.models.lm import CausalLMModule, per_token_loss
 from rnb.run.fingerprint import tokenizer_digest
-from tests.service_stubs import Tokenizer, batch, datamodule, split, tiny_model, trainer
+from tests.service_stubs import (
+    NAMES,
+    VOCAB,
+    Tokenizer,
+    batch,
+    datamodule,
+    split,
+    tiny_model,
+    trainer,
+)
 
 TRAIN_DOMAINS = [0, 1, 0, 2, 1, 0, 0, 1]  # domain 2 has one example
 
@@ -335,10 +347,84 @@ class Payload:
 
 
 def test_reference_holding_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    """The refusal quotes the first line of torch's own UnpicklingError, word for word."""
     model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
     path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1))
     state = torch.load(path, weights_only=True)
     state["extra"] = Payload()
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"strategy.reference=.*ref.ckpt holds objects other"):
+    with pytest.raises(pickle.UnpicklingError) as torch_err:
+        torch.load(path, map_location="cpu", weights_only=True)
+    lines = str(torch_err.value).splitlines()
+    assert len(lines) > 1 and lines[0] != lines[1]  # quoting any other line would differ
+    want = (
+        f"strategy.reference='{path}': {path} holds objects other than tensors and plain "
+        "containers, which are not unpickled (torch.load weights_only=True; "
+        f"{lines[0]}): point it at a Lightning checkpoint of an rnb run"
+    )
+    with pytest.raises(ValueError) as err:
         _service(path, model, dm)
+    assert str(err.value) == want
+    assert isinstance(err.value.__cause__, pickle.UnpicklingError)
+
+
+def test_vocabulary_and_tokenizer_mismatch_message_is_exact(tmp_path: Path) -> None:
+    """Both problems, joined by '; ', with 12-character digests and the remedy."""
+    model, dm = tiny_model(seed=0), datamodule([0, 1, 2])
+    theirs = Tokenizer(salt="x")
+    path = _save_ckpt(tmp_path / "ref.ckpt", tiny_model(seed=1, vocab=60), theirs)
+    digest, mine = tokenizer_digest(theirs), tokenizer_digest(dm.tokenizer)
+    assert digest[:12] != mine[:12]
+    want = (
+        f"strategy.reference='{path}' ({path}) cannot score this run: its vocabulary has 60 "
+        f"tokens, this run's 50; its tokenizer differs (sha256 {digest[:12]} vs {mine[:12]}). "
+        "Per-token losses compare only under one tokenizer: train the reference with this "
+        "run's data and data.tokenizer settings (and the same data.cache_dir)"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(want) + "$"):
+        _service(path, model, dm)
+
+
+def test_strategy_without_a_reference_attribute_is_not_set() -> None:
+    """A strategy object lacking ``reference`` reads as unset: the same clear error."""
+    want = (
+        "strategy.reference is not set: DoReMi needs a reference model. Train one first (e.g. "
+        "`rnb-train strategy=stratified hydra.run.dir=outputs/doremi/reference`) and pass "
+        "strategy.reference=<its run dir or a .ckpt>"
+    )
+    for strategy in (SimpleNamespace(), SimpleNamespace(reference=None)):
+        with pytest.raises(ValueError) as err:
+            ReferenceModel.from_config({}, strategy)
+        assert str(err.value) == want
+
+
+class DefaultLM(CausalLMModule):
+    """A model class whose defaults alone build the tiny architecture of ``tiny_model``."""
+
+    def __init__(self) -> None:
+        arch = {
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 16,
+        }
+        super().__init__(vocab_size=VOCAB, domain_names=NAMES, arch=arch, eos_token_id=0)
+
+
+def test_checkpoint_without_hyper_parameters_uses_the_class_defaults(tmp_path: Path) -> None:
+    """No ``hyper_parameters`` in the checkpoint: the class is built from its defaults."""
+    torch.manual_seed(1)
+    saved = DefaultLM()
+    path = tmp_path / "ref.ckpt"
+    torch.save({"state_dict": saved.state_dict()}, path)
+    torch.manual_seed(0)
+    model, dm = DefaultLM(), datamodule([0, 1, 2])
+    svc = _service(path, model, dm)
+    assert type(svc.ref) is DefaultLM and svc.ref is not model
+    want = saved.state_dict()
+    got = svc.ref.state_dict()
+    assert set(got) == set(want)
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in want.items())
