@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from rnb.accounting import OverheadMeter
 from rnb.balance.services.evaluator import ProbeEvaluator
@@ -121,3 +124,14 @@ def test_whole_split_when_eval_size_is_zero() -> None:
     out = ev.collect(trainer(), model, None)
     want, _ = brute_force(model, dm, ev.indices)
     np.testing.assert_allclose(out["eval_loss"][:2].numpy(), want[:2], rtol=1e-5)
+
+
+def test_probe_keys_and_defaults() -> None:
+    """``balance.probe.eval_size``/``seed`` reach the evaluator; missing keys take the
+    constructor's defaults, the same as ``conf/train.yaml``'s eval_size."""
+    given = ProbeEvaluator.from_config({"eval_size": 7, "seed": 3}, None)
+    assert (given.eval_size, given.seed) == (7, 3)
+    default, bare = ProbeEvaluator.from_config({}, None), ProbeEvaluator()
+    assert (default.eval_size, default.seed) == (bare.eval_size, bare.seed) == (256, 0)
+    conf = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "train.yaml")
+    assert default.eval_size == conf.balance.probe.eval_size
