@@ -102,6 +102,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_probe_evaluator.py",
             "tests/unit/test_reference_service.py",
+            "tests/unit/test_reference_resolve.py",
             "tests/integration/test_probe_evaluator_run.py",
             # a real Skill-It run: each round's eval_loss against a brute-force evaluation
             "tests/integration/test_skillit_train.py",
