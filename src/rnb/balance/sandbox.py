@@ -141,7 +141,8 @@ class Sandbox:
             at += p.numel()
         clip = self.trainer.gradient_clip_val
         if clip:  # as the trainer clips its own steps
-            if str(self.trainer.gradient_clip_algorithm) == "value":
+            algo = self.trainer.gradient_clip_algorithm  # Lightning stores its enum, not str
+            if getattr(algo, "value", algo) == "value":
                 torch.nn.utils.clip_grad_value_(self.params, float(clip))
             else:
                 torch.nn.utils.clip_grad_norm_(self.params, float(clip))
