@@ -93,6 +93,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_gradient_probe_config.py",
             "tests/unit/test_gradient_probe_edges.py",
             "tests/unit/test_gradient_probe_rows.py",
+            "tests/unit/test_gradient_probe_init.py",
             "tests/integration/test_grad_strategies.py",
             # rows summed over two in-process ranks, divided by 2: one rank's brute-force grad
             "tests/integration/test_rank_reduce.py::test_gradient_probe_rows_are_averaged_over_ranks",
