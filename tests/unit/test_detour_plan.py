@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -26,17 +27,30 @@ def _domain_of(idx: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": 2}, "exactly one of"),
-        ({"steps": 2, "domain": 0, "mixture": [1.0]}, "exactly one of"),
-        ({"steps": 0, "kind": "inline", "domain": 0}, "steps >= 1"),
-        ({"steps": -1, "domain": 0}, "steps >= 0"),
-        ({"steps": 1, "kind": "detached", "domain": 0}, "kind must be one of"),
-        ({"steps": 1, "domain": 0, "lr": "fast"}, "'current', 'peak'"),
-        ({"steps": 1, "kind": "inline", "domain": 0, "lr": 0.1}, "own learning rate"),
+        ({"steps": 2}, "a detour needs exactly one of `mixture` or `domain`"),
+        (
+            {"steps": 2, "domain": 0, "mixture": [1.0]},
+            "a detour needs exactly one of `mixture` or `domain`",
+        ),
+        ({"steps": 0, "kind": "inline", "domain": 0}, "inline detours need steps >= 1, got 0"),
+        ({"steps": -1, "domain": 0}, "sandboxed detours need steps >= 0, got -1"),
+        (
+            {"steps": 1, "kind": "detached", "domain": 0},
+            "detour kind must be one of ['inline', 'sandboxed'], got 'detached'",
+        ),
+        (
+            {"steps": 1, "domain": 0, "lr": "fast"},
+            "detour lr must be 'current', 'peak' or a number, got 'fast'",
+        ),
+        (
+            {"steps": 1, "kind": "inline", "domain": 0, "lr": 0.1},
+            "an inline detour trains with the run's own learning rate",
+        ),
     ],
 )
 def test_detour_validation(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    """Each refusal, with its exact text."""
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         Detour(**kwargs)
 
 

@@ -9,6 +9,7 @@ The driver calls the runner the way the callback does: `before_batch(b)` before 
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -182,3 +183,18 @@ def test_a_plan_at_the_first_batch_of_the_run(monkeypatch: pytest.MonkeyPatch) -
     assert consumed == 2
     assert h.log == [("before", 0, reduce_before), ("after", 2, reduce_after)]
     _check(res, one, before=1, after=2, step=2)
+
+
+def test_inline_detours_past_the_next_boundary_are_refused_with_the_exact_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message names the first in-line detour's start batch (not the second's)."""
+    h = Harness(monkeypatch, accumulate=1)
+    plan = [Detour(2, kind="inline", domain=0), Detour(3, kind="inline", domain=1)]
+    want = (
+        "in-line detours of 5 steps (starting at batch 4) end after the next round boundary "
+        "(batch 8): raise balance.steps_per_round or shorten the detours (the strategy's "
+        "detour steps / sweeps)"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(want) + "$"):
+        h.runner.start(plan, h.trainer, h.module, Sampler(4), np.full(M, 0.5), 8, reduce_before)

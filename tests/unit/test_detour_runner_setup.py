@@ -58,3 +58,9 @@ def test_setup_binds_the_probe_the_pools_and_accumulation(
         2,
     )
     assert r.accumulate == expected
+
+
+def test_a_trainer_without_accumulation_counts_one_batch_per_step() -> None:
+    r = DetourRunner({}, seed=0)
+    r.setup(SimpleNamespace(), _datamodule(np.zeros(4, int), np.zeros(3, int)), meter="meter")  # type: ignore[arg-type]
+    assert r.accumulate == 1

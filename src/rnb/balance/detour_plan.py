@@ -58,7 +58,7 @@ class Detour:
             raise ValueError("a detour needs exactly one of `mixture` or `domain`")
         low = 1 if self.kind == "inline" else 0
         if int(self.steps) < low:
-            raise ValueError(f"an {self.kind} detour needs steps >= {low}, got {self.steps}")
+            raise ValueError(f"{self.kind} detours need steps >= {low}, got {self.steps}")
         if isinstance(self.lr, str) and self.lr not in ("current", "peak"):
             raise ValueError(f"detour lr must be 'current', 'peak' or a number, got {self.lr!r}")
         if self.kind == "inline" and self.lr != "current":
