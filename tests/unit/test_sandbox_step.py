@@ -211,33 +211,28 @@ def sandbox_for(opt: torch.optim.Optimizer) -> Sandbox:
     return Sandbox(SimpleNamespace(optimizers=[opt]), Reg(), None, rng_seed=0)
 
 
-def test_set_lr_peak_is_each_groups_initial_lr() -> None:
-    """A scheduler records ``initial_lr`` per group; "peak" restores it, a number overrides
-    it, "current" keeps the scheduled rate."""
+@pytest.mark.parametrize(
+    ("scheduled", "script"),
+    [
+        # a scheduler records ``initial_lr`` per group: "peak" restores it, a number
+        # overrides it, "current" keeps the scheduled rate
+        (True, [("current", [0.1, 0.2]), (0.05, [0.05, 0.05]), ("peak", [0.2, 0.4])]),
+        # no scheduler, no ``initial_lr``: the rate the optimizer has is its peak
+        (False, [("peak", [0.2, 0.4]), (0.3, [0.3, 0.3]), ("current", [0.3, 0.3])]),
+    ],
+)
+def test_set_lr(scheduled: bool, script: list[tuple[float | str, list[float]]]) -> None:
     opt = two_group_optimizer()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
-    opt.step()  # no gradients: nothing moves, but the scheduler expects this order
-    sched.step()
+    if scheduled:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
+        opt.step()  # no gradients: nothing moves, but the scheduler expects this order
+        sched.step()
+    else:
+        assert "initial_lr" not in opt.param_groups[0]
     box = sandbox_for(opt)
-    box.set_lr("current")
-    assert lrs(opt) == [0.1, 0.2]
-    box.set_lr(0.05)
-    assert lrs(opt) == [0.05, 0.05]
-    box.set_lr("peak")
-    assert lrs(opt) == [0.2, 0.4]
-
-
-def test_set_lr_peak_without_a_scheduler_keeps_the_rate() -> None:
-    """No scheduler, no ``initial_lr``: the rate the optimizer has is its peak."""
-    opt = two_group_optimizer()
-    assert "initial_lr" not in opt.param_groups[0]
-    box = sandbox_for(opt)
-    box.set_lr("peak")
-    assert lrs(opt) == [0.2, 0.4]
-    box.set_lr(0.3)
-    assert lrs(opt) == [0.3, 0.3]
-    box.set_lr("current")
-    assert lrs(opt) == [0.3, 0.3]
+    for lr, expected in script:
+        box.set_lr(lr)
+        assert lrs(opt) == expected, lr
 
 
 DOMAINS = [np.arange(100, 120), np.arange(200, 205)]
