@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -120,3 +121,25 @@ def test_carry_resumes_from_a_checkpoint_before_the_first_round() -> None:
 def test_unsampled_option_is_checked() -> None:
     with pytest.raises(ValueError, match=r"strategy\.unsampled"):
         RnB(unsampled="keep")
+
+
+@pytest.mark.parametrize(
+    ("shape", "m"),
+    [((3,), 3), ((2, 3), 2), ((2, 3), 3), ((3, 3), 2)],
+)
+def test_carry_gram_refuses_shapes_with_the_exact_text(shape: tuple[int, ...], m: int) -> None:
+    want = f"gram: need G [m, m] and counts [m], got {shape} and ({m},)"
+    with pytest.raises(ValueError, match="^" + re.escape(want) + "$"):
+        carry_gram(torch.zeros(shape), torch.ones(m), None)
+
+
+def test_carry_gram_returns_float64_on_g_s_device() -> None:
+    """float32 inputs come back float64 (the documented dtype); counts and memory held on the
+    host follow ``G``'s device (``meta`` stands in for a GPU here)."""
+    used, last = carry_gram(torch.eye(2, dtype=torch.float32), torch.tensor([1, 0]), None)
+    assert used.dtype == last.dtype == torch.float64
+    G = torch.eye(2, dtype=torch.float32, device="meta")
+    memory = torch.ones(2, 2, dtype=torch.float32)  # on the host
+    used, last = carry_gram(G, torch.tensor([1, 0]), memory)
+    assert used.device.type == last.device.type == "meta"
+    assert used.dtype == last.dtype == torch.float64
