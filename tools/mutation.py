@@ -22,6 +22,7 @@ module or a baseline is added. Every module runs under ``--timeout`` seconds (wa
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -226,10 +227,14 @@ _COPY = ("src", "tests", "conf", "benchmarks", "pyproject.toml")
 
 
 def _resolve(name: str) -> str:
+    """A module's name, or the path of one of its files (``src/rnb/balance/rnb_math.py``) or
+    folders (``src/rnb/balance/strategies``). No partial match: a typo must not silently run
+    another module."""
     if name in MODULES:
         return name
+    path = name.removeprefix("./").rstrip("/")
     for key, mod in MODULES.items():
-        if any(p.rstrip("*").rstrip("/") in name or name in p for p in mod.paths):
+        if any(fnmatch.fnmatch(path, p) or path == p.rstrip("*").rstrip("/") for p in mod.paths):
             return key
     raise SystemExit(f"--module {name!r}: unknown; choose from {sorted(MODULES)}")
 
@@ -503,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:12s} killed {row['killed']}/{row['total']} = {row['score_pct']:.1f} %"
             f"  ({row['wall_s']:.0f} s{'' if row['returncode'] == 0 else ', rc=' + str(row['returncode'])}"
-            f"{', ' + str(row['not_checked']) + ' not checked' if row['not_checked'] else ''})",
+            f"{', ' + str(row['not_checked']) + ' not checked' if row['not_checked'] else ''}"
+            f"{', ' + str(row['rerun']) + ' re-run by name' if 'rerun' in row else ''})",
             flush=True,
         )
         untested: dict[str, int] = {}

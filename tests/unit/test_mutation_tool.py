@@ -59,3 +59,25 @@ def test_the_ledger_outranks_mutmuts_records(mutation, tmp_path: Path) -> None:
     assert mutation._outcomes(tmp_path) == {"a": "killed", "b": "not checked"}
     (tmp_path / "outcomes.json").write_text(json.dumps({"a": "killed", "b": "killed"}))
     assert mutation._outcomes(tmp_path) == {"a": "killed", "b": "killed"}
+
+
+@pytest.mark.parametrize(
+    ("given", "module"),
+    [
+        ("rnb_math", "rnb_math"),
+        ("src/rnb/balance/rnb_math.py", "rnb_math"),
+        ("./src/rnb/balance/strategies/odm.py", "strategies"),
+        ("src/rnb/balance/strategies/", "strategies"),
+        ("src/rnb/balance/sandbox.py", "detours"),
+    ],
+)
+def test_a_module_is_named_or_one_of_its_paths(mutation, given: str, module: str) -> None:
+    assert mutation._resolve(given) == module
+
+
+@pytest.mark.parametrize("given", ["a", "balance", "src", ".py", "regroup", "rnb_mat"])
+def test_a_partial_name_is_refused_not_matched(mutation, given: str) -> None:
+    """Substrings once picked the first module whose path contained them (``a`` ran
+    ``rnb_math``): a typo must fail, naming the choices."""
+    with pytest.raises(SystemExit, match=r"unknown; choose from \['assign', "):
+        mutation._resolve(given)
