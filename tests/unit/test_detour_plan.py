@@ -104,3 +104,19 @@ def test_resume_inside_a_segment_redraws_the_same_batches() -> None:
     rit = iter(r)
     for want in drawn[2:]:
         np.testing.assert_array_equal(np.asarray(next(rit)), want)
+
+
+def test_segments_after_a_longer_history_keep_it() -> None:
+    """The segments replace only the entry ``set_weights`` just appended, never history."""
+    s = MixtureBatchSampler(_domains(), batch_size=16, weights=[1, 0, 0, 0], seed=2)
+    it = iter(s)
+    next(it)  # batch 0: domain 0
+    s.set_weights([0, 1, 0, 0])
+    next(it)  # batch 1: domain 1
+    start = s.schedule_segments([(2, [0, 0, 0, 1])], then=[0, 0, 1, 0])
+    assert start == 2
+    starts = [e[0] for e in s.state_dict()["schedule"]]
+    assert starts == [0, 1, 2, 4]
+    doms = [int(np.unique(_domain_of(np.asarray(next(it))))[0]) for _ in range(3)]
+    assert doms == [3, 3, 2]
+    assert [w.index(1.0) for _, w in s.state_dict()["schedule"]] == [0, 1, 3, 2]
