@@ -141,8 +141,8 @@ class Sandbox:
             at += p.numel()
         clip = self.trainer.gradient_clip_val
         if clip:  # as the trainer clips its own steps
-            algo = self.trainer.gradient_clip_algorithm  # Lightning stores its enum, not str
-            if getattr(algo, "value", algo) == "value":
+            # Lightning stores a str enum: compare it, never its str() ("GradClipAlgorithmType.VALUE")
+            if self.trainer.gradient_clip_algorithm == "value":
                 torch.nn.utils.clip_grad_value_(self.params, float(clip))
             else:
                 torch.nn.utils.clip_grad_norm_(self.params, float(clip))
